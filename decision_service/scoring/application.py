@@ -1,0 +1,123 @@
+"""The application (request) type, built from the model card, and its feature vector.
+
+Constraints live on the type (msgspec `Meta`), so decoding is validation. Missing values follow
+the card: a feature with `missing: allow` may be null or absent (the model sees NaN, rules see
+`is missing`); every other feature is required. Unknown fields are rejected, never ignored: a
+misspelt optional field would otherwise be silently scored as missing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from functools import cache
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from decision_service.scoring.card import FeatureSpec, ModelCard
+
+ApplicationId = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+        description="The lender's own id for this application",
+    ),
+]
+
+
+def _field_type(spec: FeatureSpec) -> Any:
+    meta: dict[str, Any] = {"description": spec.description}
+    if spec.range is not None:
+        meta |= {"ge": spec.range[0], "le": spec.range[1]}
+    if spec.type == "integer":
+        if spec.range is not None:
+            meta |= {"ge": int(spec.range[0]), "le": int(spec.range[1])}
+        tp: Any = Annotated[int, msgspec.Meta(**meta)]
+    elif spec.type == "number":
+        tp = Annotated[float, msgspec.Meta(**meta)]
+    elif spec.type == "boolean":
+        tp = Annotated[bool, msgspec.Meta(**meta)]
+    else:
+        assert spec.categories, f"category feature {spec.name} has no categories"
+        tp = Annotated[Literal[spec.categories], msgspec.Meta(**meta)]  # type: ignore[valid-type]
+    return tp | None if spec.missing == "allow" else tp
+
+
+def _build_type(features: tuple[FeatureSpec, ...]) -> type[msgspec.Struct]:
+    required = [(f.name, _field_type(f)) for f in features if f.missing == "reject"]
+    optional = [(f.name, _field_type(f), None) for f in features if f.missing == "allow"]
+    return msgspec.defstruct(
+        "Application",
+        [("application_id", ApplicationId), *required, *optional],
+        forbid_unknown_fields=True,
+        frozen=True,
+        module=__name__,
+    )
+
+
+@cache
+def _type_for(features: tuple[FeatureSpec, ...]) -> type[msgspec.Struct]:
+    return _build_type(features)
+
+
+def application_type(card: ModelCard) -> type[msgspec.Struct]:
+    """The msgspec Struct an application must decode into for this model."""
+    return _type_for(card.features)
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    field: str  # JSON path, e.g. "$.income"
+    message: str
+
+
+def field_errors(app_type: type[msgspec.Struct], body: bytes) -> list[FieldError]:
+    """Every bad field of a body that failed to decode (msgspec stops at the first).
+
+    Slow path, only taken for invalid input: each field is checked on its own.
+    """
+    try:
+        raw = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        return [FieldError("$", f"malformed JSON: {exc}")]
+    if not isinstance(raw, dict):
+        return [FieldError("$", "expected a JSON object")]
+    fields = msgspec.structs.fields(app_type)
+    known = {f.encode_name for f in fields}
+    errors = [FieldError(f"$.{k}", "unknown field") for k in raw if k not in known]
+    for f in fields:
+        if f.encode_name not in raw:
+            if f.required:
+                errors.append(FieldError(f"$.{f.encode_name}", "required field is missing"))
+            continue
+        probe = msgspec.defstruct("Probe", [(f.name, f.type)])
+        try:
+            msgspec.convert({f.encode_name: raw[f.encode_name]}, probe)
+        except msgspec.ValidationError as exc:
+            message = str(exc).removesuffix(f" - at `$.{f.encode_name}`")
+            errors.append(FieldError(f"$.{f.encode_name}", message))
+    return errors
+
+
+Encoder = Callable[[Any], float]
+
+
+def _encoder(spec: FeatureSpec) -> Encoder:
+    nan = math.nan
+    if spec.type == "category":
+        codes = {c: float(i) for i, c in enumerate(spec.categories or ())}
+        return lambda v: nan if v is None else codes[v]
+    if spec.type == "boolean":
+        return lambda v: nan if v is None else (1.0 if v else 0.0)
+    return lambda v: nan if v is None else float(v)
+
+
+def feature_encoders(features: Sequence[FeatureSpec]) -> list[tuple[str, Encoder]]:
+    return [(f.name, _encoder(f)) for f in features]
+
+
+def feature_vector(card: ModelCard, app: Any) -> list[float]:
+    """The model's input row, in the card's order (NaN = missing)."""
+    return [enc(getattr(app, name)) for name, enc in feature_encoders(card.features)]

@@ -1,0 +1,70 @@
+"""One settings object for every command: defaults < TOML file < environment.
+
+Environment: `DECISION_<FIELD>` (e.g. DECISION_RULES_ENGINE=compiled) and `DATABASE_URL`.
+TOML: the file named by `DECISION_CONFIG` (or `--config`), keys as the field names.
+Every default runs on a fresh clone: models/ and rules/ from the repo, SQLite under ./var/.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+ENV_PREFIX = "DECISION_"
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    models_dir: Path = Path("models")
+    model_name: str = "underwriting"
+    model_version: str = "latest"  # or an exact X.Y.Z under models/<name>/
+    rules_dir: Path = Path("rules")
+    rules_engine: Literal["durable_rules", "compiled"] = "durable_rules"
+    rules_watch: bool = True  # reload rule files when they change
+    database_url: str = "sqlite:///var/decisions.db"
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    explain: Literal["adverse", "always"] = "adverse"  # when model reason codes are computed
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_decisions: bool = True  # one JSON line per decision
+    otel_exporter: Literal["none", "console", "otlp"] = "none"
+    otel_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    otel_sample_ratio: float = 1.0
+
+    @property
+    def model_dir(self) -> Path:
+        base = self.models_dir / self.model_name
+        if self.model_version != "latest":
+            return base / self.model_version
+        versions = [p for p in base.iterdir() if p.is_dir()] if base.is_dir() else []
+        if not versions:
+            return base / "missing"
+        return max(versions, key=lambda p: tuple(int(x) for x in p.name.split(".")))
+
+
+def load_settings(
+    config: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: object,
+) -> Settings:
+    """Settings from (in rising precedence) defaults, a TOML file, the environment, overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    config = config or (Path(env["DECISION_CONFIG"]) if env.get("DECISION_CONFIG") else None)
+    if config is not None:
+        values |= tomllib.loads(config.read_text())
+    fields = {f.name: f for f in msgspec.structs.fields(Settings)}
+    for name in fields:
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            values[name] = env[key]
+    if "DATABASE_URL" in env:
+        values["database_url"] = env["DATABASE_URL"]
+    values |= {k: v for k, v in overrides.items() if v is not None}
+    return msgspec.convert(values, Settings, strict=False)

@@ -1,0 +1,1 @@
+"""Training the underwriting model (needs the `train` extra; the service never imports this)."""

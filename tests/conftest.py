@@ -1,0 +1,30 @@
+"""Shared fixtures: the committed model, its example applications."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from decision_service.scoring import Scorer, application_type
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_DIR = ROOT / "models" / "underwriting" / "1.0.0"
+APPLICATIONS = ROOT / "benchmarks" / "data" / "applications.jsonl"
+
+
+@pytest.fixture(scope="session")
+def scorer() -> Scorer:
+    return Scorer.load(MODEL_DIR)
+
+
+@pytest.fixture(scope="session")
+def application_lines() -> list[bytes]:
+    return APPLICATIONS.read_bytes().splitlines()
+
+
+@pytest.fixture(scope="session")
+def applications(scorer: Scorer, application_lines: list[bytes]) -> list[msgspec.Struct]:
+    decoder = msgspec.json.Decoder(application_type(scorer.card))
+    return [decoder.decode(line) for line in application_lines]
