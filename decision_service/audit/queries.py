@@ -1,0 +1,304 @@
+"""Queries for auditors: one record, filtered pages (cursor pagination), streaming export.
+
+All functions are synchronous over an engine (the CLI calls them directly; ``AuditStore`` wraps
+them for the async API). Records are ordered by ``decision_id``: UUIDv7, so time order.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+
+from decision_service.audit.chain import canonical_time
+from decision_service.audit.records import parse_time
+from decision_service.audit.tables import decision_rule_table, decision_table, ruleset_text_table
+from decision_service.decision import Decision
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+class InvalidCursor(ValueError):
+    """The pagination cursor was not one this service issued."""
+
+
+class Filters(msgspec.Struct, frozen=True, kw_only=True):
+    """The filters of ``GET /decisions`` and ``audit export`` (all optional, combined with AND).
+
+    ``from_`` (``from`` in JSON / query strings) is inclusive, ``to`` exclusive.
+    """
+
+    from_: datetime | str | None = msgspec.field(default=None, name="from")
+    to: datetime | str | None = None
+    application_id: str | None = None
+    outcome: str | None = None
+    rule: str | None = None  # id of a rule that fired
+    model_version: str | None = None
+    ruleset_version: str | None = None
+
+
+class StoredDecision(msgspec.Struct, frozen=True):
+    """One audit record exactly as stored."""
+
+    decision_id: str
+    decided_at: str  # RFC 3339 UTC, microseconds
+    application_id: str
+    outcome: str
+    pd: float
+    risk_band: str | None
+    approved_amount: float | None
+    model_name: str
+    model_version: str
+    model_sha256: str
+    ruleset_name: str
+    ruleset_version: str
+    ruleset_sha256: str
+    engine: str
+    code_version: str
+    trace_id: str | None
+    chain_id: str
+    seq: int
+    prev_hash: str
+    record_hash: str
+    request_json: str  # the application as received
+    decision_json: str  # the decision as answered
+
+    def decision(self) -> Decision:
+        return msgspec.json.decode(self.decision_json, type=Decision)
+
+
+class Page(msgspec.Struct, frozen=True):
+    items: list[StoredDecision]
+    next_cursor: str | None
+
+
+class RulesetText(msgspec.Struct, frozen=True):
+    sha256: str
+    name: str
+    version: str
+    text: str
+    first_seen: str
+
+
+# -- cursors ------------------------------------------------------------------------------------
+
+
+def encode_cursor(decision_id: str) -> str:
+    return base64.urlsafe_b64encode(decision_id.encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        decision_id = raw.decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidCursor(f"invalid cursor: {cursor!r}") from exc
+    if not decision_id or len(decision_id) > 64 or not decision_id.isprintable():
+        raise InvalidCursor(f"invalid cursor: {cursor!r}")
+    return decision_id
+
+
+# -- queries ------------------------------------------------------------------------------------
+
+
+def _where(filters: Filters | None) -> list[sa.ColumnElement[bool]]:
+    if filters is None:
+        return []
+    t = decision_table.c
+    clauses: list[sa.ColumnElement[bool]] = []
+    if filters.from_ is not None:
+        clauses.append(t.decided_at >= parse_time(filters.from_))
+    if filters.to is not None:
+        clauses.append(t.decided_at < parse_time(filters.to))
+    for name in ("application_id", "outcome", "model_version", "ruleset_version"):
+        value = getattr(filters, name)
+        if value is not None:
+            clauses.append(t[name] == value)
+    if filters.rule is not None:
+        fired = sa.select(decision_rule_table.c.decision_id).where(
+            decision_rule_table.c.rule_id == filters.rule
+        )
+        clauses.append(t.decision_id.in_(fired))
+    return clauses
+
+
+def _stored(row: Mapping[str, Any]) -> StoredDecision:
+    values = dict(row)
+    values["decided_at"] = canonical_time(values["decided_at"])
+    return StoredDecision(**values)
+
+
+_COLUMNS = [decision_table.c[name] for name in StoredDecision.__struct_fields__]
+
+
+def get(engine: sa.Engine, decision_id: str) -> StoredDecision | None:
+    """The stored record of one decision, or None."""
+    stmt = sa.select(*_COLUMNS).where(decision_table.c.decision_id == decision_id)
+    with engine.connect() as conn:
+        row = conn.execute(stmt).mappings().first()
+    return None if row is None else _stored(row)
+
+
+def page(
+    engine: sa.Engine,
+    filters: Filters | None = None,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> Page:
+    """Up to ``limit`` records after ``cursor`` in decision_id order, and the next cursor."""
+    limit = max(1, min(int(limit), MAX_LIMIT))
+    clauses = _where(filters)
+    if cursor:
+        clauses.append(decision_table.c.decision_id > decode_cursor(cursor))
+    stmt = (
+        sa.select(*_COLUMNS).where(*clauses).order_by(decision_table.c.decision_id).limit(limit + 1)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).mappings().all()
+    items = [_stored(row) for row in rows[:limit]]
+    next_cursor = encode_cursor(items[-1].decision_id) if len(rows) > limit else None
+    return Page(items, next_cursor)
+
+
+def iter_records(
+    engine: sa.Engine, filters: Filters | None = None, *, batch: int = 500
+) -> Iterator[StoredDecision]:
+    """Every matching record in decision_id order, streamed ``batch`` rows at a time."""
+    stmt = sa.select(*_COLUMNS).where(*_where(filters)).order_by(decision_table.c.decision_id)
+    with engine.connect() as conn:
+        for row in conn.execution_options(yield_per=batch).execute(stmt).mappings():
+            yield _stored(row)
+
+
+def ruleset_text(engine: sa.Engine, sha256: str) -> RulesetText | None:
+    """The text of the ruleset version with this sha256, as it was when first used."""
+    stmt = sa.select(ruleset_text_table).where(ruleset_text_table.c.sha256 == sha256)
+    with engine.connect() as conn:
+        row = conn.execute(stmt).mappings().first()
+    if row is None:
+        return None
+    values = dict(row)
+    values["first_seen"] = canonical_time(values["first_seen"])
+    return RulesetText(**values)
+
+
+# -- export -------------------------------------------------------------------------------------
+
+
+class _ExportLine(msgspec.Struct):
+    decision_id: str
+    chain_id: str
+    seq: int
+    record_hash: str
+    code_version: str
+    request: msgspec.Raw
+    decision: msgspec.Raw
+
+
+class _RuleId(msgspec.Struct):
+    id: str
+
+
+class _TraceRules(msgspec.Struct):
+    rules_fired: list[_RuleId]
+
+
+class _ReasonCode(msgspec.Struct):
+    code: str
+
+
+class _Fired(msgspec.Struct):
+    trace: _TraceRules
+    reasons: list[_ReasonCode]
+
+
+_fired_decoder = msgspec.json.Decoder(_Fired)
+_encoder = msgspec.json.Encoder()
+
+
+def export_jsonl(
+    engine: sa.Engine, filters: Filters | None = None, *, batch: int = 500
+) -> Iterator[str]:
+    """One JSON line (ending in a newline) per record: the request and decision as stored."""
+    for record in iter_records(engine, filters, batch=batch):
+        line = _ExportLine(
+            decision_id=record.decision_id,
+            chain_id=record.chain_id,
+            seq=record.seq,
+            record_hash=record.record_hash,
+            code_version=record.code_version,
+            # the request as received, only with its line breaks removed to stay one line
+            request=msgspec.Raw(msgspec.json.format(record.request_json, indent=0)),
+            decision=msgspec.Raw(record.decision_json),
+        )
+        yield _encoder.encode(line).decode() + "\n"
+
+
+CSV_COLUMNS: tuple[str, ...] = (
+    "decision_id",
+    "decided_at",
+    "application_id",
+    "outcome",
+    "approved_amount",
+    "pd",
+    "risk_band",
+    "rules_fired",
+    "reasons",
+    "model_name",
+    "model_version",
+    "model_sha256",
+    "ruleset_name",
+    "ruleset_version",
+    "ruleset_sha256",
+    "engine",
+    "code_version",
+    "trace_id",
+    "chain_id",
+    "seq",
+    "record_hash",
+)
+
+
+def export_csv(
+    engine: sa.Engine, filters: Filters | None = None, *, batch: int = 500
+) -> Iterator[str]:
+    """A header line, then one CSV line per record (rules fired and reason codes joined by ';')."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+
+    def line(values: list[Any]) -> str:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow(values)
+        return buffer.getvalue()
+
+    yield line(list(CSV_COLUMNS))
+    for record in iter_records(engine, filters, batch=batch):
+        fired = _fired_decoder.decode(record.decision_json)
+        values = {
+            "rules_fired": ";".join(rule.id for rule in fired.trace.rules_fired),
+            "reasons": ";".join(reason.code for reason in fired.reasons),
+        }
+        yield line(
+            [
+                values[name] if name in values else _csv_value(getattr(record, name))
+                for name in CSV_COLUMNS
+            ]
+        )
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return value

@@ -1,0 +1,58 @@
+"""From (request, Decision) to the columns of one audit record (without its chain fields)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from decision_service.decision import Decision
+
+_encoder = msgspec.json.Encoder()
+
+
+def parse_time(value: str | datetime) -> datetime:
+    """An RFC 3339 string or datetime → aware UTC datetime (naive means UTC)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def request_text(request: bytes | bytearray | memoryview | str) -> str:
+    """The request body as stored: the exact text received (it must be UTF-8 JSON)."""
+    if isinstance(request, str):
+        return request
+    return bytes(request).decode("utf-8")
+
+
+def record_columns(
+    request: bytes | bytearray | memoryview | str, decision: Decision, code_version: str
+) -> tuple[dict[str, Any], list[str]]:
+    """The stored columns of one decision, and the ids of the rules it fired (deduplicated)."""
+    trace = decision.trace
+    model, ruleset = trace.model, trace.ruleset
+    columns = {
+        "decision_id": decision.decision_id,
+        "decided_at": parse_time(decision.decided_at),
+        "application_id": decision.application_id,
+        "outcome": decision.outcome,
+        "pd": float(decision.pd),
+        "risk_band": decision.risk_band,
+        "approved_amount": (
+            None if decision.approved_amount is None else float(decision.approved_amount)
+        ),
+        "model_name": model.name,
+        "model_version": model.version,
+        "model_sha256": model.sha256,
+        "ruleset_name": ruleset.name,
+        "ruleset_version": ruleset.version,
+        "ruleset_sha256": ruleset.sha256,
+        "engine": ruleset.engine,
+        "code_version": code_version,
+        "trace_id": decision.trace_id,
+        "request_json": request_text(request),
+        "decision_json": _encoder.encode(decision).decode("utf-8"),
+    }
+    rules = list(dict.fromkeys(rule.id for rule in trace.rules_fired))
+    return columns, rules
