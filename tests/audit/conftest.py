@@ -1,0 +1,89 @@
+"""Audit store fixtures: every test runs on SQLite (a temp file) and on PostgreSQL (a database
+created for the test and dropped after it).
+
+PostgreSQL is at ``AUDIT_TEST_PG_URL`` (default: the local server). If it is down, the
+PostgreSQL variants skip, except under ``CI=true`` where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from decision_service.audit import AuditStore, make_engine
+
+PG_URL = os.environ.get(
+    "AUDIT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@dataclass(frozen=True)
+class Database:
+    backend: str  # "sqlite" | "postgres"
+    url: str
+    name: str  # file path (SQLite) or database name (PostgreSQL)
+
+
+def _admin_conninfo() -> str:
+    return sa.make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def admin_execute(*statements: str) -> list[tuple]:
+    """Run statements on the PostgreSQL maintenance database in autocommit; last result."""
+    with psycopg.connect(_admin_conninfo(), autocommit=True, connect_timeout=3) as conn:
+        rows: list[tuple] = []
+        for statement in statements:
+            cursor = conn.execute(statement)
+            rows = cursor.fetchall() if cursor.description else []
+        return rows
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> None:
+    try:
+        admin_execute("SELECT 1")
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL not reachable at {PG_URL}: {exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        path = tmp_path / "var" / "audit.db"
+        yield Database("sqlite", f"sqlite:///{path}", str(path))
+        return
+    request.getfixturevalue("postgres_available")
+    name = f"audit_test_{uuid.uuid4().hex[:12]}"
+    admin_execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+        yield Database("postgres", url, name)
+    finally:
+        admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def store(database: Database) -> AsyncIterator[AuditStore]:
+    audit = AuditStore.open(database.url, code_version="test+0000000")
+    await audit.start()
+    try:
+        yield audit
+    finally:
+        await audit.close()
+
+
+@pytest.fixture
+def raw(database: Database) -> Iterator[sa.Engine]:
+    """A separate engine, as an auditor or an attacker with SQL access would use."""
+    engine = make_engine(database.url)
+    yield engine
+    engine.dispose()
