@@ -1,0 +1,169 @@
+"""The compiled engine: each stage's conditions become one straight-line Python function.
+
+The source is generated from our own validated AST (never from analyst text) and compiled
+with `compile()`. Three-valued logic is compiled directly from its definition: for every
+condition we generate "is definitely true" (T) and "is definitely false" (F) code:
+T(a and b) = T(a) and T(b), F(a and b) = F(a) or F(b), T(not a) = F(a), and a comparison is
+true/false only when both sides are known. A rule fires when T(condition) holds.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+from decision_service.rules import expressions as ex
+from decision_service.rules.evaluation import Evaluation, run_stages
+from decision_service.rules.language import Rule, Ruleset
+
+
+class _Gen:
+    def __init__(self) -> None:
+        self._tmp = itertools.count()
+        self.fields: dict[str, None] = {}
+
+    def tmp(self) -> str:
+        return f"_t{next(self._tmp)}"
+
+    def var(self, name: str) -> str:
+        self.fields.setdefault(name)
+        return f"v_{name}"
+
+    # value expressions: evaluate to the value or None (unknown)
+    def value(self, n: ex.Node) -> str:
+        if isinstance(n, ex.Lit):
+            return repr(n.value)
+        if isinstance(n, ex.Field):
+            return self.var(n.name)
+        if isinstance(n, ex.Neg):
+            t = self.tmp()
+            return f"(None if ({t} := {self.value(n.operand)}) is None else -{t})"
+        if isinstance(n, ex.Arith):
+            a, b, r = self.tmp(), self.tmp(), self.tmp()
+            guard = (
+                f"({a} := {self.value(n.left)}) is None or ({b} := {self.value(n.right)}) is None"
+            )
+            if n.op == "/":
+                guard += f" or {b} == 0"
+            # x - x == 0 is False for inf and nan: non-finite results are unknown
+            return f"(None if {guard} else ({r} if ({r} := {a} {n.op} {b}) - {r} == 0 else None))"
+        if isinstance(n, ex.Call):
+            names = [self.tmp() for _ in n.args]
+            guard = " or ".join(
+                f"({t} := {self.value(a)}) is None" for t, a in zip(names, n.args, strict=True)
+            )
+            return f"(None if {guard} else {n.fn}({', '.join(names)}))"
+        raise TypeError(repr(n))
+
+    def _known(self, n: ex.Node) -> tuple[str, str]:
+        """(guard, expression) for an operand: guard is '' when it cannot be missing."""
+        if isinstance(n, ex.Lit):
+            return "", repr(n.value)
+        if isinstance(n, ex.Field):
+            v = self.var(n.name)
+            return f"{v} is not None", v
+        t = self.tmp()
+        return f"({t} := {self.value(n)}) is not None", t
+
+    def _atom(self, n: ex.Node, negate: bool) -> str:
+        if isinstance(n, ex.Cmp):
+            op = ex.INVERSE[n.op] if negate else n.op
+            ga, a = self._known(n.left)
+            gb, b = self._known(n.right)
+            parts = [g for g in (ga, gb) if g] + [f"{a} {op} {b}"]
+            return "(" + " and ".join(parts) + ")"
+        if isinstance(n, ex.In):
+            g, a = self._known(n.operand)
+            vals = "(" + "".join(repr(v.value) + ", " for v in n.values) + ")"
+            op = "in" if n.negated == negate else "not in"
+            return "(" + " and ".join([*([g] if g else []), f"{a} {op} {vals}"]) + ")"
+        if isinstance(n, ex.Missing):
+            v = self.value(n.operand)
+            is_missing = n.negated == negate
+            return f"({v} is {'' if is_missing else 'not '}None)"
+        raise TypeError(repr(n))
+
+    def true(self, n: ex.Node) -> str:
+        if isinstance(n, ex.And):
+            return "(" + " and ".join(self.true(i) for i in n.items) + ")"
+        if isinstance(n, ex.Or):
+            return "(" + " or ".join(self.true(i) for i in n.items) + ")"
+        if isinstance(n, ex.Not):
+            return self.false(n.operand)
+        return self._atom(n, negate=False)
+
+    def false(self, n: ex.Node) -> str:
+        if isinstance(n, ex.And):
+            return "(" + " or ".join(self.false(i) for i in n.items) + ")"
+        if isinstance(n, ex.Or):
+            return "(" + " and ".join(self.false(i) for i in n.items) + ")"
+        if isinstance(n, ex.Not):
+            return self.true(n.operand)
+        return self._atom(n, negate=True)
+
+
+def _function(name: str, body: list[str], gen: _Gen) -> list[str]:
+    lines = [f"def {name}(f):", "    g = f.get"]
+    lines += [f"    v_{fname} = g({fname!r})" for fname in gen.fields]
+    lines += ["    " + b for b in body]
+    return lines
+
+
+def generate_source(ruleset: Ruleset) -> str:
+    """Python source for a ruleset: `stage_<i>(facts) -> [rules]`, `num_<k>(facts) -> value`."""
+    out: list[str] = []
+    for si, stage in enumerate(ruleset.stages):
+        gen = _Gen()
+        body = ["hits = []"]
+        for rule in ruleset.rules:
+            if rule.stage != stage:
+                continue
+            i = ruleset.rules.index(rule)
+            body.append(f"if {gen.true(rule.when.node)}:")
+            body.append(f"    hits.append(RULES[{i}])  # {rule.id}")
+        body.append("return hits")
+        out += _function(f"stage_{si}", body, gen)
+        out.append("")
+    for i, rule in enumerate(ruleset.rules):
+        exprs = dict(rule.compute)
+        if rule.max_amount is not None:
+            exprs["max_amount"] = rule.max_amount
+        for key, e in exprs.items():
+            gen = _Gen()
+            body = [f"return {gen.value(e.node)}"]
+            out += _function(f"num_{i}_{key}", body, gen)
+            out.append("")
+    return "\n".join(out)
+
+
+class CompiledEngine:
+    name = "compiled"
+
+    def __init__(self, ruleset: Ruleset) -> None:
+        self.ruleset = ruleset
+        self.source = generate_source(ruleset)
+        namespace: dict[str, Any] = {
+            "RULES": ruleset.rules,
+            "__builtins__": {"min": min, "max": max},
+        }
+        code = compile(self.source, f"<rules {ruleset.name} {ruleset.version}>", "exec")
+        exec(code, namespace)  # our generated code, from a validated AST
+        self._stages = [namespace[f"stage_{si}"] for si in range(len(ruleset.stages))]
+        self._numbers: dict[tuple[str, str], Any] = {}
+        for i, rule in enumerate(ruleset.rules):
+            for key in [*rule.compute, *(["max_amount"] if rule.max_amount else [])]:
+                self._numbers[(rule.id, key)] = namespace[f"num_{i}_{key}"]
+        self._schema = ruleset.schema
+
+    def _match(self, si: int, env: dict[str, Any]) -> list[Rule]:
+        return self._stages[si](env)
+
+    def _number(self, rule: Rule, key: str, env: dict[str, Any]) -> Any:
+        return self._numbers[(rule.id, key)](env)
+
+    def evaluate(self, facts: Mapping[str, Any]) -> Evaluation:
+        return run_stages(self.ruleset, self._schema.normalise(facts), self._match, self._number)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,171 @@
+"""What an engine returns, outcome resolution, and the stage loop both engines share."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import msgspec
+
+from decision_service.decision import FiredRule, Outcome, Reason
+from decision_service.rules.language import Rule, Ruleset, TestCase
+
+_SEVERITY = {"approve": 0, "refer": 1, "decline": 2}
+
+
+class Evaluation(msgspec.Struct, frozen=True):
+    outcome: Outcome
+    max_amount: float | None  # the lowest cap of all fired rules; None if no rule capped
+    derived: dict[str, Any]  # fields set/computed by rules
+    fired: list[FiredRule]  # firing order: stage asc, priority desc, file order
+    reasons: list[Reason]  # the fired rules that decided the outcome, in firing order
+
+
+class Engine(Protocol):
+    name: str
+    ruleset: Ruleset
+
+    def evaluate(self, facts: Mapping[str, Any]) -> Evaluation: ...
+
+    def close(self) -> None: ...
+
+
+def resolve_outcome(outcomes: Sequence[str], default: str) -> str:
+    """decline > refer > approve; `default` when no rule gave an outcome."""
+    best = None
+    for o in outcomes:
+        if best is None or _SEVERITY[o] > _SEVERITY[best]:
+            best = o
+    return best if best is not None else default
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+# A matcher returns the rules of one stage whose condition is True on `env`, in firing order.
+Matcher = Callable[[int, dict[str, Any]], list[Rule]]
+# A number evaluator gives the value of a compute / max_amount expression (None = unknown).
+NumberEval = Callable[[Rule, str, dict[str, Any]], Any]
+
+
+def run_stages(
+    ruleset: Ruleset, facts: dict[str, Any], match: Matcher, number: NumberEval
+) -> Evaluation:
+    """Evaluate stage by stage: later stages see the fields derived by earlier ones.
+
+    Within a stage, when two fired rules derive the same field, the first in firing order
+    (highest priority) wins. Expressions in `compute`/`max_amount` see the facts as they
+    were at the start of the stage.
+    """
+    env = dict(facts)
+    derived: dict[str, Any] = {}
+    fired: list[FiredRule] = []
+    fired_rules: list[Rule] = []
+    caps: list[float] = []
+    for si, _stage in enumerate(ruleset.stages):
+        hits = match(si, env)
+        new: dict[str, Any] = {}
+        for rule in hits:
+            then = dict(rule.then)
+            if rule.compute:
+                computed = {}
+                for fname in rule.compute:
+                    v = number(rule, fname, env)
+                    computed[fname] = v
+                    if fname not in new and v is not None:
+                        new[fname] = v
+                then["computed"] = computed
+            for fname, v in rule.set.items():
+                if fname not in new:
+                    new[fname] = v
+            if rule.max_amount is not None:
+                cap = number(rule, "max_amount", env)
+                then["cap"] = cap
+                if cap is not None:
+                    caps.append(cap)
+            values = {f: env.get(f) for f in rule.reads}
+            fired.append(FiredRule(rule.id, rule.priority, rule.when.text, values, then))
+            fired_rules.append(rule)
+        derived.update(new)
+        env.update(new)
+    outcome = resolve_outcome(
+        [r.outcome for r in fired_rules if r.outcome], ruleset.default_outcome
+    )
+    reasons = [
+        Reason(code=r.code, source="rule", text=r.reason or "")
+        for r in fired_rules
+        if r.outcome == outcome
+    ]
+    return Evaluation(
+        outcome=outcome,  # type: ignore[arg-type]
+        max_amount=min(caps) if caps else None,
+        derived=derived,
+        fired=fired,
+        reasons=reasons,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The tests written in rule files
+
+
+class TestFailure(msgspec.Struct, frozen=True):
+    __test__ = False
+    file: str
+    line: int
+    test: str
+    engine: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: test {self.test!r} [{self.engine}]: {self.message}"
+
+
+def _close(a: Any, b: Any) -> bool:
+    if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+    return a == b
+
+
+def check_test(case: TestCase, result: Evaluation) -> list[str]:
+    problems: list[str] = []
+    expect = case.expect
+    fired = [f.id for f in result.fired]
+    if "outcome" in expect and result.outcome != expect["outcome"]:
+        problems.append(f"outcome {result.outcome!r}, expected {expect['outcome']!r}")
+    if "fired" in expect and fired != list(expect["fired"]):
+        problems.append(f"fired {fired}, expected {list(expect['fired'])}")
+    for rid in expect.get("not_fired") or []:
+        if rid in fired:
+            problems.append(f"{rid} fired, expected it not to")
+    for k, v in (expect.get("derived") or {}).items():
+        got = result.derived.get(k)
+        if not _close(got, v):
+            problems.append(f"derived {k} = {got!r}, expected {v!r}")
+    if "max_amount" in expect:
+        want = expect["max_amount"]
+        got = result.max_amount
+        if (want is None) != (got is None) or (want is not None and not _close(got, want)):
+            problems.append(f"max_amount {got!r}, expected {want!r}")
+    return problems
+
+
+def run_file_tests(engine: Engine) -> tuple[list[TestFailure], set[str]]:
+    """Run the ruleset's own tests on `engine`. Returns (failures, ids of rules fired)."""
+    rs = engine.ruleset
+    failures: list[TestFailure] = []
+    covered: set[str] = set()
+    for case in rs.tests:
+        try:
+            result = engine.evaluate(case.given)
+        except Exception as e:
+            failures.append(TestFailure(rs.file, case.line, case.name, engine.name, repr(e)))
+            continue
+        covered.update(f.id for f in result.fired)
+        for p in check_test(case, result):
+            failures.append(TestFailure(rs.file, case.line, case.name, engine.name, p))
+    return failures, covered

@@ -1,0 +1,152 @@
+"""The facts a rule may see: application fields (from the model card) and model outputs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+import msgspec
+
+Kind = Literal["number", "category", "boolean"]
+
+
+class FieldType(msgspec.Struct, frozen=True):
+    """Type of one fact: a number, one of a closed set of category codes, or a boolean."""
+
+    kind: Kind
+    values: tuple[str, ...] = ()  # category codes (category only)
+    integer: bool = False  # an integer-valued number (informative; numbers compare as reals)
+
+    def describe(self) -> str:
+        if self.kind == "category":
+            return "category (" + ", ".join(self.values) + ")"
+        return self.kind
+
+
+NUMBER = FieldType("number")
+INTEGER = FieldType("number", integer=True)
+BOOLEAN = FieldType("boolean")
+
+
+def category(*values: str) -> FieldType:
+    return FieldType("category", tuple(values))
+
+
+class FactError(ValueError):
+    """A fact has the wrong type for the schema (raised before any rule runs)."""
+
+
+# Model outputs: always present when rules run.
+MODEL_OUTPUTS: dict[str, FieldType] = {"pd": NUMBER}
+
+
+class FactSchema(msgspec.Struct, frozen=True):
+    fields: dict[str, FieldType]
+    optional: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_card_features(cls, features: Iterable[Mapping[str, Any]]) -> FactSchema:
+        """Build from the model card's feature list (dicts: name, type, categories, missing)."""
+        fields: dict[str, FieldType] = {}
+        optional: set[str] = set()
+        for feature in features:
+            name = feature["name"]
+            kind = feature["type"]
+            if kind == "integer":
+                fields[name] = INTEGER
+            elif kind == "number":
+                fields[name] = NUMBER
+            elif kind == "boolean":
+                fields[name] = BOOLEAN
+            elif kind == "category":
+                fields[name] = category(*(str(c) for c in feature["categories"]))
+            else:
+                raise ValueError(f"feature {name!r}: unknown type {kind!r}")
+            if feature.get("missing", "reject") == "allow":
+                optional.add(name)
+        for name, ftype in MODEL_OUTPUTS.items():
+            fields.setdefault(name, ftype)
+        return cls(fields=fields, optional=frozenset(optional))
+
+    @classmethod
+    def credit_data(cls) -> FactSchema:
+        """The credit_data application fields (used by tests and as the CLI fallback)."""
+        return cls.from_card_features(CREDIT_DATA_FEATURES)
+
+    def normalise(self, facts: Mapping[str, Any]) -> dict[str, Any]:
+        """Strict copy of `facts`: numbers are int/float, booleans bool, categories known codes.
+
+        None and NaN mean missing and are dropped; unknown keys are dropped (rules cannot use
+        them); a value of the wrong type raises FactError.
+        """
+        out: dict[str, Any] = {}
+        for name, value in facts.items():
+            ftype = self.fields.get(name)
+            if ftype is None or value is None:
+                continue
+            out[name] = normalise_value(name, ftype, value)
+        return out
+
+
+def normalise_value(name: str, ftype: FieldType, value: Any) -> Any:
+    kind = ftype.kind
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            # numpy scalars: accept via their Python value
+            item = getattr(value, "item", None)
+            if item is None or isinstance(value, bool | str):
+                raise FactError(f"{name}: expected a number, got {value!r}")
+            value = item()
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise FactError(f"{name}: expected a number, got {value!r}")
+        if isinstance(value, float):
+            if math.isnan(value):
+                return None
+            if math.isinf(value):
+                raise FactError(f"{name}: infinite value")
+        return value
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            item = getattr(value, "item", None)
+            value = item() if item is not None else value
+            if not isinstance(value, bool):
+                raise FactError(f"{name}: expected true/false, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise FactError(f"{name}: expected one of {', '.join(ftype.values)}, got {value!r}")
+    if value not in ftype.values:
+        raise FactError(f"{name}: {value!r} is not one of {', '.join(ftype.values)}")
+    return value
+
+
+CREDIT_DATA_FEATURES: list[dict[str, Any]] = [
+    {"name": "seniority", "type": "integer", "missing": "reject"},
+    {
+        "name": "home",
+        "type": "category",
+        "categories": ["owner", "rent", "parents", "priv", "other", "ignore"],
+        "missing": "allow",
+    },
+    {"name": "term", "type": "integer", "missing": "reject"},
+    {"name": "age", "type": "integer", "missing": "reject"},
+    {
+        "name": "marital",
+        "type": "category",
+        "categories": ["married", "single", "separated", "widow", "divorced"],
+        "missing": "allow",
+    },
+    {"name": "records", "type": "boolean", "missing": "reject"},
+    {
+        "name": "job",
+        "type": "category",
+        "categories": ["fixed", "freelance", "partime", "others"],
+        "missing": "allow",
+    },
+    {"name": "expenses", "type": "number", "missing": "reject"},
+    {"name": "income", "type": "number", "missing": "allow"},
+    {"name": "assets", "type": "number", "missing": "allow"},
+    {"name": "debt", "type": "number", "missing": "allow"},
+    {"name": "amount", "type": "number", "missing": "reject"},
+    {"name": "price", "type": "number", "missing": "reject"},
+]
