@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -55,12 +57,13 @@ def postgres_available() -> None:
         pytest.skip(message)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, tmp_path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        path = tmp_path / "var" / "audit.db"
-        yield Database("sqlite", f"sqlite:///{path}", str(path))
-        return
+def _sqlite_database(tmp_path: Path) -> Database:
+    path = tmp_path / "var" / "audit.db"
+    return Database("sqlite", f"sqlite:///{path}", str(path))
+
+
+@contextmanager
+def _postgres_database(request: pytest.FixtureRequest) -> Iterator[Database]:
     request.getfixturevalue("postgres_available")
     name = f"audit_test_{uuid.uuid4().hex[:12]}"
     admin_execute(f'CREATE DATABASE "{name}"')
@@ -69,6 +72,27 @@ def database(request: pytest.FixtureRequest, tmp_path) -> Iterator[Database]:
         yield Database("postgres", url, name)
     finally:
         admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """Each test using it runs twice: on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield _sqlite_database(tmp_path)
+    else:
+        with _postgres_database(request) as db:
+            yield db
+
+
+@pytest.fixture
+def sqlite_database(tmp_path: Path) -> Database:
+    return _sqlite_database(tmp_path)
+
+
+@pytest.fixture
+def postgres_database(request: pytest.FixtureRequest) -> Iterator[Database]:
+    with _postgres_database(request) as db:
+        yield db
 
 
 @pytest.fixture
