@@ -48,6 +48,10 @@ class RulesetSnapshot:
     engines: Mapping[str, Engine]  # both engines, built and tested
     loaded_at: str
 
+    @property
+    def text(self) -> str:
+        return self.source
+
     def evaluate(self, facts: Mapping[str, Any]) -> Evaluation:
         return self.engine.evaluate(facts)
 
@@ -109,10 +113,25 @@ class ReloadResult:
     errors: list[str] = field(default_factory=list)
 
 
-class RuleRegistry:
-    """Serves the rulesets of a directory of *.yaml files (or a single file)."""
+Snapshot = RulesetSnapshot
 
-    def __init__(self, path: Path | str, schema: FactSchema, engine: str = DEFAULT_ENGINE) -> None:
+
+class RuleRegistry:
+    """Serves the rulesets of a directory of *.yaml files (or a single file).
+
+    The constructor loads the files and raises RulesetInvalid if they are not good (unless
+    `load=False`); later `reload()` calls never raise for bad files: they return the errors and
+    the old snapshots keep serving.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        schema: FactSchema,
+        engine: str = DEFAULT_ENGINE,
+        *,
+        load: bool = True,
+    ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"unknown rules engine {engine!r} (choose from {', '.join(ENGINES)})")
         self.path = Path(path)
@@ -123,17 +142,15 @@ class RuleRegistry:
         self.texts: dict[str, str] = {}  # sha256 → source text of every version loaded
         self._watch_stop: threading.Event | None = None
         self._watch_thread: threading.Thread | None = None
+        if load:
+            result = self.reload()
+            if not result.ok:
+                raise RulesetInvalid(str(path), result.errors)
 
-    @classmethod
-    def open(
-        cls, path: Path | str, schema: FactSchema, engine: str = DEFAULT_ENGINE
-    ) -> RuleRegistry:
-        """Load at startup: raises RulesetInvalid if the files are not good."""
-        registry = cls(path, schema, engine)
-        result = registry.reload()
-        if not result.ok:
-            raise RulesetInvalid(str(path), result.errors)
-        return registry
+    def close(self) -> None:
+        """Stop watching and drop the snapshots (durable rulesets go when requests finish)."""
+        self.stop_watching()
+        self._snapshots = {}
 
     def files(self) -> list[Path]:
         if self.path.is_dir():
