@@ -1,0 +1,154 @@
+"""An auditor proves the log intact: any row edited, deleted or reordered in SQL is found and
+named (chain, seq, decision id, what happened)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import sqlalchemy as sa
+
+from decision_service.audit import AuditStore, verify
+from decision_service.audit.chain import record_hash
+from decision_service.audit.tables import decision_table
+from decision_service.audit.testing import sample_decision, sample_request
+
+
+@pytest.fixture
+async def chain(store: AuditStore, raw: sa.Engine) -> dict[int, str]:
+    """20 records over a few batches; seq → decision_id."""
+    for size in (1, 7, 12):
+        await asyncio.gather(
+            *(
+                store.append(sample_request(), sample_decision(rules=["DTI-REFER"]))
+                for _ in range(size)
+            )
+        )
+    with raw.connect() as conn:
+        return dict(conn.execute(sa.text("SELECT seq, decision_id FROM decision")).all())
+
+
+def _sql(raw: sa.Engine, *statements: str) -> None:
+    with raw.begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement))
+
+
+def _only_problem(raw: sa.Engine):
+    report = verify(raw)
+    assert not report.ok
+    assert len(report.problems) == 1
+    return report.problems[0]
+
+
+async def test_an_untouched_log_verifies(store: AuditStore, chain: dict[int, str]) -> None:
+    report = await store.verify()
+    assert report.ok
+    assert report.records == 20
+    assert [(c.chain_id, c.last_seq, c.head_seq) for c in report.chains] == [
+        (store.chain_id, 20, 20)
+    ]
+
+
+async def test_an_edited_pd_is_named(store: AuditStore, raw, chain) -> None:
+    _sql(raw, "UPDATE decision SET pd = 0.01 WHERE seq = 7")
+    problem = _only_problem(raw)
+    assert (problem.chain_id, problem.seq, problem.decision_id) == (store.chain_id, 7, chain[7])
+    assert problem.kind == "edited"
+
+
+async def test_an_edited_request_is_named(raw, chain) -> None:
+    _sql(raw, "UPDATE decision SET request_json = replace(request_json, '41', '14') WHERE seq = 3")
+    problem = _only_problem(raw)
+    assert (problem.seq, problem.decision_id, problem.kind) == (3, chain[3], "edited")
+
+
+async def test_an_edit_that_rehashes_its_row_breaks_the_next_link(raw, chain) -> None:
+    with raw.begin() as conn:  # an attacker who knows the hash format rewrites one record
+        row = conn.execute(sa.select(decision_table).where(decision_table.c.seq == 4)).one()
+        edited = {**row._mapping, "pd": 0.01}
+        new_hash = record_hash(row.chain_id, row.seq, row.prev_hash, edited)
+        conn.execute(
+            sa.update(decision_table)
+            .where(decision_table.c.seq == 4)
+            .values(pd=0.01, record_hash=new_hash)
+        )
+    problem = _only_problem(raw)
+    assert (problem.seq, problem.decision_id, problem.kind) == (5, chain[5], "reordered")
+
+
+async def test_a_deleted_middle_record_is_named(raw, chain) -> None:
+    _sql(raw, "DELETE FROM decision WHERE seq = 10")
+    problem = _only_problem(raw)
+    assert (problem.seq, problem.kind) == (10, "deleted")
+    assert problem.decision_id == chain[11]  # the record found where seq 10 should be
+    assert "seq 10" in problem.detail
+
+
+async def test_deleted_first_records_are_named(raw, chain) -> None:
+    _sql(raw, "DELETE FROM decision WHERE seq <= 2")
+    problem = _only_problem(raw)
+    assert (problem.seq, problem.kind, problem.decision_id) == (1, "deleted", chain[3])
+    assert "seq 1..2" in problem.detail
+
+
+async def test_two_swapped_records_are_named(raw, chain) -> None:
+    _sql(
+        raw,
+        "UPDATE decision SET seq = -1 WHERE seq = 5",
+        "UPDATE decision SET seq = 5 WHERE seq = 6",
+        "UPDATE decision SET seq = 6 WHERE seq = -1",
+    )
+    problem = _only_problem(raw)
+    assert (problem.seq, problem.kind, problem.decision_id) == (5, "reordered", chain[6])
+
+
+async def test_a_deleted_last_record_is_named(store: AuditStore, raw, chain) -> None:
+    _sql(raw, "DELETE FROM decision WHERE seq = 20")
+    problem = _only_problem(raw)
+    assert (problem.chain_id, problem.seq, problem.kind) == (store.chain_id, 20, "tail_deleted")
+
+
+async def test_a_whole_deleted_chain_is_named(raw, chain) -> None:
+    _sql(raw, "DELETE FROM decision")
+    problem = _only_problem(raw)
+    assert (problem.seq, problem.kind) == (1, "tail_deleted")
+    assert "seq 1..20" in problem.detail
+
+
+async def test_a_deleted_chain_head_is_named(raw, chain) -> None:
+    _sql(raw, "DELETE FROM chain_head")
+    assert _only_problem(raw).kind == "head_missing"
+
+
+async def test_a_rewound_chain_head_is_named(raw, chain) -> None:
+    _sql(raw, "UPDATE chain_head SET last_seq = 19")
+    assert _only_problem(raw).kind == "head_mismatch"
+
+
+async def test_the_chain_continues_after_verification(store: AuditStore, raw, chain) -> None:
+    await store.append(sample_request(), sample_decision())
+    report = verify(raw)
+    assert report.ok
+    assert report.records == 21
+
+
+async def test_only_the_tampered_chain_is_reported(database, raw, chain, store) -> None:
+    other = AuditStore.open(database.url)
+    await other.start()
+    try:
+        await asyncio.gather(
+            *(other.append(sample_request(), sample_decision()) for _ in range(10))
+        )
+    finally:
+        await other.close()
+    _sql(
+        raw,
+        f"UPDATE decision SET outcome = 'decline' WHERE chain_id = '{other.chain_id}' AND seq = 3",
+    )
+    report = verify(raw)
+    assert [p.chain_id for p in report.problems] == [other.chain_id]
+    assert {c.chain_id: c.ok for c in report.chains} == {
+        store.chain_id: True,
+        other.chain_id: False,
+    }
