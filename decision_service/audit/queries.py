@@ -36,8 +36,8 @@ class Filters(msgspec.Struct, frozen=True, kw_only=True):
     ``from_`` (``from`` in JSON / query strings) is inclusive, ``to`` exclusive.
     """
 
-    from_: datetime | str | None = msgspec.field(default=None, name="from")
-    to: datetime | str | None = None
+    from_: datetime | None = msgspec.field(default=None, name="from")
+    to: datetime | None = None  # naive datetimes are taken as UTC
     application_id: str | None = None
     outcome: str | None = None
     rule: str | None = None  # id of a rule that fired
