@@ -92,7 +92,9 @@ def generated_applications(n: int, seed: int = 20261101) -> list[dict[str, Any]]
         amount = float(
             pick([price, price + 1, max(price - 1, 0), price * 0.9, float(rng.integers(100, 5000))])
         )
-        income = pick([None, 0.0, 50.0, 125.0, float(rng.integers(1, 500)), float(rng.random() * 300)])
+        income = pick(
+            [None, 0.0, 50.0, 125.0, float(rng.integers(1, 500)), float(rng.random() * 300)]
+        )
         app = {
             "age": int(pick([17, 18, 19, 30, 60, 69, 70, 71, int(rng.integers(18, 100))])),
             "seniority": int(pick([0, 1, 2, 3, int(rng.integers(0, 40))])),
