@@ -1,10 +1,43 @@
-"""`decision-service` command line."""
+"""`decision-service` command line: serve, train, rules check, audit verify/replay/export."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+from decision_service.settings import load_settings
+
+
+def _settings(args: argparse.Namespace, **overrides: object):
+    return load_settings(args.config, **overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    # Workers are separate processes: they read their settings from the environment.
+    for name in ("host", "port", "workers"):
+        value = getattr(args, name)
+        if value is not None:
+            os.environ[f"DECISION_{name.upper()}"] = str(value)
+    if args.config is not None:
+        os.environ["DECISION_CONFIG"] = str(args.config)
+    settings = _settings(args)
+    uvicorn.run(
+        "decision_service.api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -13,9 +46,32 @@ def _train(args: argparse.Namespace) -> int:
     return main(Path(args.models), args.version, args.data, args.examples)
 
 
+def _rules_check(args: argparse.Namespace) -> int:
+    from decision_service.rules.check import run_check
+    from decision_service.scoring import load_card
+    from decision_service.service import card_schema
+
+    settings = _settings(args)
+    paths = args.paths or [settings.rules_dir]
+    return run_check(paths, card_schema(load_card(settings.model_dir)))
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from decision_service import audit_cli
+
+    return audit_cli.run(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="decision-service", description=__doc__)
+    parser.add_argument("--config", type=Path, default=None, help="settings TOML file")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API (models/, rules/, SQLite under ./var/)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.set_defaults(func=_serve)
 
     train = sub.add_parser("train", help="train the underwriting model on real credit data")
     train.add_argument("--data", type=Path, default=None, help="CSV with credit_data's columns")
@@ -28,6 +84,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write the held-out applications (request format)",
     )
     train.set_defaults(func=_train)
+
+    rules = sub.add_parser("rules", help="risk-appetite rule files")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    check = rules_sub.add_parser("check", help="validate, compile, test; print rule coverage")
+    check.add_argument("paths", nargs="*", type=Path)
+    check.set_defaults(func=_rules_check)
+
+    audit = sub.add_parser("audit", help="the audit log: verify, replay, export")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    audit_sub.add_parser("verify", help="walk the hash chains; name the first broken record")
+    replay = audit_sub.add_parser("replay", help="re-decide stored decisions; report differences")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", action="append", dest="ids", metavar="ID")
+    which.add_argument("--all", action="store_true")
+    export = audit_sub.add_parser("export", help="stream decisions as JSONL or CSV")
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export.add_argument("--output", type=Path, default=None, help="file (default: stdout)")
+    for p in (replay, export):
+        p.add_argument("--from", dest="from_")
+        p.add_argument("--to")
+        p.add_argument("--application-id")
+        p.add_argument("--outcome", choices=["approve", "refer", "decline"])
+        p.add_argument("--rule")
+        p.add_argument("--model-version")
+        p.add_argument("--ruleset-version")
+    audit.set_defaults(func=_audit)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""The HTTP interface (Litestar): one module per resource, wired in `app.py`."""

@@ -1,0 +1,121 @@
+"""POST /decide: validate → decide → record (committed) → answer.
+
+The body is decoded by msgspec straight into the card's Application type (decoding is the
+validation). A decision is answered only after its audit record is committed; if the store
+cannot commit, the answer is 503 and no decision is returned.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter_ns, time_ns
+
+import msgspec
+import structlog
+from litestar import Request, Response, post
+from opentelemetry import propagate, trace
+
+from decision_service.api.errors import error, json_response
+from decision_service.api.metrics import Metrics
+from decision_service.audit import AuditUnavailable
+from decision_service.decision import Decision
+from decision_service.scoring import application_type
+from decision_service.scoring.application import field_errors
+from decision_service.service import Service
+
+log = structlog.get_logger("decision_service.decide")
+_STAGES = ("validate", "score", "rules", "explain", "audit")
+
+
+def _emit_stage_spans(
+    tracer: trace.Tracer, parent: trace.Span, start_ns: int, timings: dict[str, int]
+) -> None:
+    """Child spans per stage, from the timings the pipeline measured (only when sampled)."""
+    ctx = trace.set_span_in_context(parent)
+    t = start_ns
+    for stage in _STAGES:
+        took = timings.get(stage, 0) * 1000
+        tracer.start_span(stage, context=ctx, start_time=t).end(end_time=t + took)
+        t += took
+
+
+def decide_handler(service: Service, metrics: Metrics) -> Response:
+    app_type = application_type(service.scorer.card)
+    decoder = msgspec.json.Decoder(app_type)
+    encode = msgspec.json.Encoder().encode
+    tracer, store = service.tracer, service.store
+    log_decisions = service.settings.log_decisions
+
+    @post(
+        "/decide",
+        summary="Decide one loan application",
+        description="Body: an application as described by the model card (see GET /rules for "
+        "the active ruleset). `?explain=true` asks for model reason codes on approvals too. "
+        "422 names every bad field; 503 means the audit store could not record the decision, "
+        "so none was made.",
+        tags=["decisions"],
+        status_code=200,
+        media_type="application/json",
+    )
+    async def decide(request: Request, explain: bool = False) -> Response:
+        start_wall, t0 = time_ns(), perf_counter_ns()
+        body = await request.body()
+        try:
+            app = decoder.decode(body)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            metrics.rejected.inc()
+            errors = field_errors(app_type, body)
+            return error(422, "invalid application; nothing was decided", errors=errors)
+        timings = {"validate": (perf_counter_ns() - t0) // 1000}
+        span = tracer.start_span("POST /decide", context=propagate.extract(request.headers))
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        decision: Decision = service.decide(
+            app, explain=explain, trace_id=trace_id, timings_us=timings
+        )
+        t1 = perf_counter_ns()
+        try:
+            await store.append(body, decision)
+        except AuditUnavailable as exc:
+            metrics.audit_failures.inc()
+            log.error(
+                "audit_unavailable",
+                application_id=decision.application_id,
+                error=str(exc),
+                trace_id=trace_id,
+            )
+            span.set_status(trace.StatusCode.ERROR, "audit store unavailable")
+            span.end()
+            return json_response(
+                {
+                    "status_code": 503,
+                    "application_id": decision.application_id,
+                    "detail": "audit store unavailable: the decision could not be recorded, "
+                    "so none was made; retry later",
+                },
+                503,
+                {"Retry-After": "1"},
+            )
+        timings["audit"] = (perf_counter_ns() - t1) // 1000
+        elapsed = perf_counter_ns() - t0
+        if span.is_recording():
+            span.set_attributes(
+                {"decision.id": decision.decision_id, "decision.outcome": decision.outcome}
+            )
+            _emit_stage_spans(tracer, span, start_wall, timings)
+        span.end()
+        metrics.decisions.labels(decision.outcome).inc()
+        metrics.latency.observe(elapsed / 1e9)
+        metrics.pd.observe(decision.pd)
+        if log_decisions:
+            log.info(
+                "decision",
+                decision_id=decision.decision_id,
+                application_id=decision.application_id,
+                outcome=decision.outcome,
+                pd=decision.pd,
+                rules_fired=[r.id for r in decision.trace.rules_fired],
+                latency_us=elapsed // 1000,
+                trace_id=trace_id,
+            )
+        return json_response(encode(decision))
+
+    return decide

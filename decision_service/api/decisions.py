@@ -1,0 +1,90 @@
+"""Auditors' endpoints: find decisions, read them exactly as stored, replay, verify the chain."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Response, get, post
+from litestar.params import Parameter
+
+from decision_service.api.errors import error, json_response
+from decision_service.audit import Filters, InvalidCursor, StoredDecision
+from decision_service.audit.queries import MAX_LIMIT
+from decision_service.replay import Replayer, ReplayError
+from decision_service.service import Service
+
+_RECORD_FIELDS = ("chain_id", "seq", "prev_hash", "record_hash", "code_version")
+
+
+def record_view(stored: StoredDecision) -> dict[str, Any]:
+    """The stored record: the decision and the request byte for byte, and its chain links."""
+    return {
+        "decision": msgspec.Raw(stored.decision_json.encode()),
+        "request": msgspec.Raw(stored.request_json.encode()),
+        "record": {name: getattr(stored, name) for name in _RECORD_FIELDS},
+    }
+
+
+def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
+    store = service.store
+
+    @get("/decisions/{decision_id:str}", tags=["audit"], summary="One stored decision")
+    async def get_decision(decision_id: str) -> Response:
+        stored = await store.get(decision_id)
+        if stored is None:
+            return error(404, f"no decision {decision_id}")
+        return json_response(record_view(stored))
+
+    @get("/decisions", tags=["audit"], summary="Find decisions (filters, cursor pagination)")
+    async def list_decisions(
+        from_: Annotated[datetime | None, Parameter(query="from")] = None,
+        to: datetime | None = None,
+        application_id: str | None = None,
+        outcome: Literal["approve", "refer", "decline"] | None = None,
+        rule: str | None = None,
+        model_version: str | None = None,
+        ruleset_version: str | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = 100,
+        cursor: str | None = None,
+    ) -> Response:
+        filters = Filters(
+            from_=from_,
+            to=to,
+            application_id=application_id,
+            outcome=outcome,
+            rule=rule,
+            model_version=model_version,
+            ruleset_version=ruleset_version,
+        )
+        try:
+            found = await store.page(filters, limit=limit, cursor=cursor)
+        except InvalidCursor as exc:
+            return error(400, str(exc))
+        return json_response(
+            {"items": [record_view(s) for s in found.items], "next_cursor": found.next_cursor}
+        )
+
+    @post(
+        "/decisions/{decision_id:str}/replay",
+        tags=["audit"],
+        status_code=200,
+        summary="Re-decide with the recorded model and ruleset versions",
+    )
+    async def replay(decision_id: str) -> Response:
+        stored = await store.get(decision_id)
+        if stored is None:
+            return error(404, f"no decision {decision_id}")
+        try:
+            result = await asyncio.to_thread(replayer.replay, stored)
+        except ReplayError as exc:
+            return error(409, f"cannot replay: {exc}")
+        return json_response(result)
+
+    @get("/audit/verify", tags=["audit"], summary="Walk the hash chains; name the first break")
+    async def verify() -> Response:
+        return json_response(await store.verify())
+
+    return [get_decision, list_decisions, replay, verify]

@@ -1,0 +1,57 @@
+"""Analysts' and operators' endpoints: active rules, validated reload, health, metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Response, get, post
+
+from decision_service.api.errors import error, json_response
+from decision_service.api.metrics import Metrics
+from decision_service.service import Service
+
+
+def operation_handlers(service: Service, metrics: Metrics) -> list[Any]:
+    @get("/rules", tags=["rules"], summary="The active ruleset: name, version, sha256, engine")
+    async def active_rules() -> Response:
+        return json_response(service.rules_status())
+
+    @post(
+        "/rules/reload",
+        tags=["rules"],
+        status_code=200,
+        summary="Parse, compile and test the rule files; swap only if all pass",
+    )
+    async def reload_rules() -> Response:
+        ok, detail = await service.reload_rules()
+        metrics.rule_reloads.labels("ok" if ok else "rejected").inc()
+        if not ok:
+            return error(
+                422,
+                "rules rejected; the previous version keeps serving",
+                errors=detail,
+                active=service.rules_status(),
+            )
+        return json_response(service.rules_status())
+
+    @get("/health/live", tags=["health"], summary="The process is up")
+    async def live() -> Response:
+        return json_response({"status": "live"})
+
+    @get(
+        "/health/ready",
+        tags=["health"],
+        summary="Ready only when model, rules and audit store are all usable",
+    )
+    async def ready() -> Response:
+        checks = await service.readiness()
+        ok = all(checks.values())
+        return json_response(
+            {"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503
+        )
+
+    @get("/metrics", tags=["health"], summary="Prometheus exposition")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    return [active_rules, reload_rules, live, ready, prometheus]
