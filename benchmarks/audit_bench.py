@@ -1,0 +1,116 @@
+"""Audit store throughput: group commit vs one commit per append, on SQLite and PostgreSQL.
+
+    uv run python benchmarks/audit_bench.py                     # both backends, all variants
+    uv run python benchmarks/audit_bench.py --backend sqlite -n 20000 -c 64
+
+Closed loop like a load test: ``-c`` clients each append (and wait for the commit of) one
+decision after another. "single" is the same writer with ``max_batch=1``: one transaction per
+decision, i.e. what a synchronous commit per request gives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+from decision_service.audit import AuditStore, verify
+from decision_service.audit.testing import sample_decision, sample_request
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+async def run(url: str, n: int, clients: int, max_batch: int, synchronous: str) -> dict:
+    store = AuditStore.open(url, max_batch=max_batch, sqlite_synchronous=synchronous)  # type: ignore[arg-type]
+    await store.start()
+    request = sample_request()
+    latencies: list[float] = []
+    per_client = n // clients
+
+    async def client() -> None:
+        for _ in range(per_client):
+            decision = sample_decision(rules=["DTI-REFER"])
+            t0 = time.perf_counter()
+            await store.append(request, decision)
+            latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed = time.perf_counter() - t0
+    stats = store.stats
+    await store.close()
+    latencies.sort()
+    return {
+        "appends/s": round(len(latencies) / elapsed),
+        "p50 ms": round(statistics.median(latencies) * 1000, 2),
+        "p99 ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
+        "transactions": stats.batches,
+        "mean batch": round(stats.records / max(stats.batches, 1), 1),
+    }
+
+
+def sqlite_url(tmp: Path, label: str) -> str:
+    return f"sqlite:///{tmp / label / 'audit.db'}"
+
+
+def pg_database() -> str:
+    name = f"audit_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def drop_pg(name: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("-n", type=int, default=5000, help="appends per variant")
+    parser.add_argument("-c", type=int, default=64, help="concurrent clients")
+    args = parser.parse_args()
+
+    variants = []
+    if args.backend in ("sqlite", "both"):
+        variants += [
+            ("sqlite", "group", 1000, "FULL"),
+            ("sqlite", "group", 1000, "NORMAL"),
+            ("sqlite", "single", 1, "FULL"),
+            ("sqlite", "single", 1, "NORMAL"),
+        ]
+    if args.backend in ("postgres", "both"):
+        variants += [("postgres", "group", 1000, "FULL"), ("postgres", "single", 1, "FULL")]
+
+    print(f"{args.n} appends, {args.c} concurrent clients")
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend, mode, max_batch, sync in variants:
+            label = f"{backend}-{mode}-{sync}"
+            if backend == "sqlite":
+                url = sqlite_url(Path(tmp), label)
+                result = asyncio.run(run(url, args.n, args.c, max_batch, sync))
+                ok = verify(AuditStore.open(url).reader).ok
+            else:
+                name = pg_database()
+                try:
+                    url = PG_URL.format(name=name)
+                    result = asyncio.run(run(url, args.n, args.c, max_batch, sync))
+                    ok = verify(AuditStore.open(url).reader).ok
+                finally:
+                    drop_pg(name)
+            shown = f"{backend:8} {mode:6} " + (
+                f"sync={sync:6}" if backend == "sqlite" else " " * 11
+            )
+            print(shown, " ".join(f"{k}={v}" for k, v in result.items()), f"verified={ok}")
+
+
+if __name__ == "__main__":
+    main()
