@@ -173,8 +173,8 @@ class AuditStore:
         """Readiness: can the database be reached and are the audit tables there?"""
         try:
             await asyncio.to_thread(self._ping)
-        except Exception:
-            log.warning("audit store ping failed", exc_info=True)
+        except Exception as exc:
+            log.warning("audit store ping failed: %s", exc)
             self._healthy = False
             return False
         self._healthy = self._task is not None and not self._task.done()

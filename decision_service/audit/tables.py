@@ -100,5 +100,12 @@ TABLES = (decision_table, decision_rule_table, ruleset_text_table, chain_head_ta
 
 
 def create_tables(engine: sa.Engine) -> None:
-    """Create the audit tables if absent (only ours, not every SQLModel table in the process)."""
-    SQLModel.metadata.create_all(engine, tables=list(TABLES))
+    """Create the audit tables if absent (only ours, not every SQLModel table in the process).
+
+    Several workers may start at once: if another one created a table between our check and
+    our CREATE, the second attempt finds everything in place.
+    """
+    try:
+        SQLModel.metadata.create_all(engine, tables=list(TABLES))
+    except sa.exc.DBAPIError:
+        SQLModel.metadata.create_all(engine, tables=list(TABLES))

@@ -177,3 +177,15 @@ async def test_health(store: AuditStore) -> None:
     assert await store.ping()
     await store.append(sample_request(), sample_decision())
     assert store.healthy()
+
+
+async def test_workers_starting_together_all_get_the_tables(database) -> None:
+    def open_store() -> AuditStore:
+        return AuditStore.open(database.url)
+
+    stores = await asyncio.gather(*(asyncio.to_thread(open_store) for _ in range(4)))
+    for s in stores:
+        await s.start()
+        await s.append(sample_request(), sample_decision())
+        await s.close()
+    assert len(verify(stores[0].reader).chains) == 4
