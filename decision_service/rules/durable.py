@@ -179,9 +179,18 @@ class _Chunk:
     synthetics: tuple[Synthetic, ...]
 
 
+_live: set[int] = set()  # handles of durable rulesets not yet deleted
+
+
+def live_ruleset_count() -> int:
+    """How many durable rulesets this process holds (for tests and metrics)."""
+    return len(_live)
+
+
 def _delete_rulesets(handles: list[int]) -> None:
     while handles:
         h = handles.pop()
+        _live.discard(h)
         with contextlib.suppress(Exception):  # interpreter shutdown
             dre.delete_ruleset(h)
 
@@ -237,6 +246,7 @@ class DurableEngine:
         except dre.error as e:
             raise DurableEngineError(f"durable_rules rejected ruleset {name}: {e}") from e
         self._handles.append(handle)
+        _live.add(handle)
         self.definitions[name] = definition
         return _Chunk(name, handle, by_name, used_directly, synthetics)
 
