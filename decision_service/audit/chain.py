@@ -12,7 +12,9 @@ What verification names:
 - ``deleted``: a gap in ``seq`` (records missing in the middle or at the start);
 - ``reordered``: ``prev_hash`` is not the previous record's hash (rows swapped or re-linked);
 - ``tail_deleted``: ``chain_head`` counts more records than the chain holds;
-- ``head_mismatch`` / ``head_missing``: the head disagrees with the last record, or is gone.
+- ``head_mismatch`` / ``head_missing``: the head disagrees with the last record, or is gone;
+- ``rules_index``: the ``decision_rule`` rows of a record (what the "rule fired" filter reads)
+  disagree with the rules in its hashed decision JSON.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from typing import Any, Literal
 import msgspec
 import sqlalchemy as sa
 
-from decision_service.audit.tables import chain_head_table, decision_table
+from decision_service.audit.records import fired_rule_ids
+from decision_service.audit.tables import chain_head_table, decision_rule_table, decision_table
 
 FORMAT = "audit-v1"
 GENESIS = "0" * 64
@@ -53,7 +56,13 @@ HASHED_COLUMNS: tuple[str, ...] = (
 )
 
 ProblemKind = Literal[
-    "edited", "deleted", "reordered", "tail_deleted", "head_mismatch", "head_missing"
+    "edited",
+    "deleted",
+    "reordered",
+    "tail_deleted",
+    "head_mismatch",
+    "head_missing",
+    "rules_index",
 ]
 
 
@@ -218,4 +227,47 @@ def verify(engine: sa.Engine, *, batch: int = 1000) -> VerifyReport:
             for row in conn.execute(sa.select(chain_head_table)).mappings().all()
         }
         result = conn.execution_options(yield_per=batch).execute(stmt).mappings()
-        return verify_rows(result, heads)
+        report = verify_rows(result, heads)
+    index_problem = check_rules_index(engine, batch=batch)
+    if index_problem is None or any(p.chain_id == index_problem.chain_id for p in report.problems):
+        return report
+    chains = [
+        msgspec.structs.replace(c, ok=False) if c.chain_id == index_problem.chain_id else c
+        for c in report.chains
+    ]
+    return VerifyReport(False, report.records, chains, [*report.problems, index_problem])
+
+
+def check_rules_index(engine: sa.Engine, *, batch: int = 1000) -> Problem | None:
+    """The first record whose ``decision_rule`` rows differ from its decision's fired rules."""
+    d, r = decision_table.c, decision_rule_table.c
+
+    def bytewise(column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+        # the merge below compares ids in Python: make the database order them the same way
+        return column.collate("C") if engine.dialect.name == "postgresql" else column
+
+    records = sa.select(d.decision_id, d.chain_id, d.seq, d.decision_json).order_by(
+        bytewise(d.decision_id)
+    )
+    rules = sa.select(r.decision_id, r.rule_id).order_by(bytewise(r.decision_id))
+    with engine.connect() as conn_d, engine.connect() as conn_r:
+        rule_rows = iter(conn_r.execution_options(yield_per=batch).execute(rules))
+        pending = next(rule_rows, None)
+        for row in conn_d.execution_options(yield_per=batch).execute(records):
+            indexed: set[str] = set()
+            while pending is not None and pending.decision_id <= row.decision_id:
+                if pending.decision_id == row.decision_id:
+                    indexed.add(pending.rule_id)
+                pending = next(rule_rows, None)
+            fired = set(fired_rule_ids(row.decision_json))
+            if indexed != fired:
+                missing, extra = sorted(fired - indexed), sorted(indexed - fired)
+                return Problem(
+                    row.chain_id,
+                    row.seq,
+                    row.decision_id,
+                    "rules_index",
+                    f"decision_rule rows differ from the decision: missing {missing}, "
+                    f"extra {extra}",
+                )
+    return None

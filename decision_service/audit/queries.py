@@ -18,7 +18,7 @@ import msgspec
 import sqlalchemy as sa
 
 from decision_service.audit.chain import canonical_time
-from decision_service.audit.records import parse_time
+from decision_service.audit.records import fired_rule_ids, parse_time, reason_codes
 from decision_service.audit.tables import decision_rule_table, decision_table, ruleset_text_table
 from decision_service.decision import Decision
 
@@ -204,24 +204,6 @@ class _ExportLine(msgspec.Struct):
     decision: msgspec.Raw
 
 
-class _RuleId(msgspec.Struct):
-    id: str
-
-
-class _TraceRules(msgspec.Struct):
-    rules_fired: list[_RuleId]
-
-
-class _ReasonCode(msgspec.Struct):
-    code: str
-
-
-class _Fired(msgspec.Struct):
-    trace: _TraceRules
-    reasons: list[_ReasonCode]
-
-
-_fired_decoder = msgspec.json.Decoder(_Fired)
 _encoder = msgspec.json.Encoder()
 
 
@@ -283,10 +265,9 @@ def export_csv(
 
     yield line(list(CSV_COLUMNS))
     for record in iter_records(engine, filters, batch=batch):
-        fired = _fired_decoder.decode(record.decision_json)
         values = {
-            "rules_fired": ";".join(rule.id for rule in fired.trace.rules_fired),
-            "reasons": ";".join(reason.code for reason in fired.reasons),
+            "rules_fired": ";".join(fired_rule_ids(record.decision_json)),
+            "reasons": ";".join(reason_codes(record.decision_json)),
         }
         yield line(
             [

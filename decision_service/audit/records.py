@@ -56,3 +56,32 @@ def record_columns(
     }
     rules = list(dict.fromkeys(rule.id for rule in trace.rules_fired))
     return columns, rules
+
+
+class _RuleId(msgspec.Struct):
+    id: str
+
+
+class _TraceRules(msgspec.Struct):
+    rules_fired: list[_RuleId]
+
+
+class _ReasonCode(msgspec.Struct):
+    code: str
+
+
+class _Fired(msgspec.Struct):
+    trace: _TraceRules
+    reasons: list[_ReasonCode]
+
+
+_fired_decoder = msgspec.json.Decoder(_Fired)
+
+
+def fired_rule_ids(decision_json: str | bytes) -> list[str]:
+    """Ids of the rules a stored decision fired, in firing order."""
+    return [rule.id for rule in _fired_decoder.decode(decision_json).trace.rules_fired]
+
+
+def reason_codes(decision_json: str | bytes) -> list[str]:
+    return [reason.code for reason in _fired_decoder.decode(decision_json).reasons]

@@ -152,3 +152,16 @@ async def test_only_the_tampered_chain_is_reported(database, raw, chain, store) 
         store.chain_id: True,
         other.chain_id: False,
     }
+
+
+async def test_a_rule_hidden_from_the_filter_is_named(store: AuditStore, raw, chain) -> None:
+    _sql(raw, f"DELETE FROM decision_rule WHERE decision_id = '{chain[8]}'")
+    problem = _only_problem(raw)
+    assert (problem.seq, problem.decision_id, problem.kind) == (8, chain[8], "rules_index")
+    assert "DTI-REFER" in problem.detail
+
+
+async def test_a_rule_added_to_the_filter_is_named(raw, chain) -> None:
+    _sql(raw, f"INSERT INTO decision_rule VALUES ('{chain[2]}', 'KO-AGE')")
+    problem = _only_problem(raw)
+    assert (problem.seq, problem.kind) == (2, "rules_index")
