@@ -14,6 +14,7 @@ from decision_service.rules import expressions as ex
 from decision_service.rules.schema import BOOLEAN, NUMBER, FactSchema, FieldType
 
 OUTCOMES = ("approve", "refer", "decline")
+_Loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # same nodes and marks, faster
 MAX_PRIORITY = 65534  # durable_rules' pri is an unsigned short; 65535 is our catch-all
 
 
@@ -210,7 +211,7 @@ class _Loader:
     # -- main ------------------------------------------------------------------------------
     def load(self) -> Ruleset:
         try:
-            loader = yaml.SafeLoader(self.text)
+            loader = _Loader_cls(self.text)
             try:
                 root = loader.get_single_node()
             finally:
