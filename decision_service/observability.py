@@ -12,7 +12,6 @@ import sys
 
 import msgspec
 import structlog
-from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
@@ -72,7 +71,7 @@ def configure_logging(settings: Settings) -> None:
     access.propagate = False
 
 
-def configure_tracing(settings: Settings) -> trace.Tracer:
+def configure_tracing(settings: Settings) -> TracerProvider:
     """A tracer for this process. With exporter `none` nothing is recorded, but every request
     still gets a trace id (or continues the caller's `traceparent`)."""
     if settings.otel_exporter == "none":
@@ -90,4 +89,4 @@ def configure_tracing(settings: Settings) -> trace.Tracer:
         provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otel_endpoint))
         )
-    return provider.get_tracer("decision_service")
+    return provider

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import structlog
 import uuid_utils
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
 from decision_service.audit import AuditStore, AuditUnavailable
@@ -51,6 +52,7 @@ class Service:
     scorer: Scorer
     rules: RuleRegistry
     store: AuditStore
+    tracing: TracerProvider
     tracer: Tracer
     _versions: dict[str, Versions] = field(default_factory=dict)
     _remembered: set[str] = field(default_factory=set)
@@ -65,7 +67,8 @@ class Service:
         store = AuditStore.open(
             settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
         )
-        return cls(settings, scorer, rules, store, configure_tracing(settings))
+        tracing = configure_tracing(settings)
+        return cls(settings, scorer, rules, store, tracing, tracing.get_tracer("decision_service"))
 
     async def start(self) -> None:
         await self.store.start()
@@ -76,6 +79,7 @@ class Service:
     async def stop(self) -> None:
         self.rules.close()
         await self.store.close()
+        self.tracing.shutdown()  # flush the spans still queued for export
 
     def remember_rules(self, snap: Snapshot) -> None:
         """Keep the ruleset text by sha256 so every decision made with it can be replayed."""
