@@ -78,7 +78,8 @@ def main() -> int:
                 eng.evaluate(app)
             med, p99, fired = measure(eng, apps, 2 if cls is CompiledEngine else 1)
             print(
-                f"{label:<22}{len(rs.rules):>6}  {eng.name:<14}{med:>10.1f}{p99:>10.1f}{fired:>7.1f}"
+                f"{label:<22}{len(rs.rules):>6}  {eng.name:<14}"
+                f"{med:>10.1f}{p99:>10.1f}{fired:>7.1f}"
             )
             eng.close()
     return 0

@@ -149,12 +149,14 @@ class _Loader:
         self._constructor = yaml.SafeLoader("")
 
     # -- error helpers ----------------------------------------------------------------------
-    def error(self, node: yaml.Node | None, rule_id: str | None, message: str, pos: int = 0):
+    def error(
+        self, node: yaml.Node | None, rule_id: str | None, message: str, pos: int | None = None
+    ):
         line, col = 1, 1
         if node is not None:
             line = node.start_mark.line + 1
             col = node.start_mark.column + 1
-            if isinstance(node, yaml.ScalarNode) and pos:
+            if isinstance(node, yaml.ScalarNode) and pos is not None:
                 style = node.style
                 if style in {"|", ">"}:
                     # block scalar: the text starts on the next line
