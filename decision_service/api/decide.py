@@ -16,6 +16,7 @@ from opentelemetry import propagate, trace
 
 from decision_service.api.errors import error, json_response
 from decision_service.api.metrics import Metrics
+from decision_service.api.openapi import request_body_operation
 from decision_service.audit import AuditUnavailable
 from decision_service.decision import Decision
 from decision_service.scoring import application_type
@@ -24,6 +25,22 @@ from decision_service.service import Service
 
 log = structlog.get_logger("decision_service.decide")
 _STAGES = ("validate", "score", "rules", "explain", "audit")
+EXAMPLE = {
+    "application_id": "APP-CD-00003",
+    "age": 46,
+    "seniority": 10,
+    "home": "owner",
+    "marital": "married",
+    "records": True,
+    "job": "freelance",
+    "term": 36,
+    "expenses": 90.0,
+    "income": 200.0,
+    "assets": 3000.0,
+    "debt": 0.0,
+    "amount": 2000.0,
+    "price": 2985.0,
+}
 
 
 def _emit_stage_spans(
@@ -55,6 +72,7 @@ def decide_handler(service: Service, metrics: Metrics) -> Response:
         tags=["decisions"],
         status_code=200,
         media_type="application/json",
+        operation_class=request_body_operation(app_type, EXAMPLE),
     )
     async def decide(request: Request, explain: bool = False) -> Response:
         start_wall, t0 = time_ns(), perf_counter_ns()

@@ -27,7 +27,7 @@ def test_two_workers_each_write_a_verifiable_chain(tmp_path, application_lines) 
         srv.stop()
 
 
-def test_logs_traces_health_metrics_and_schema(tmp_path, application_lines) -> None:
+def test_logs_traces_health_metrics_and_schema(tmp_path, application_lines, scorer) -> None:
     srv = start_server(
         tmp_path, f"sqlite:///{tmp_path / 'd.db'}", extra_env={"DECISION_OTEL_EXPORTER": "console"}
     )
