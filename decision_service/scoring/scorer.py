@@ -19,6 +19,7 @@ from lightgbm.basic import _LIB, _safe_call
 
 from decision_service.scoring.application import Encoder, feature_encoders
 from decision_service.scoring.card import FeatureSpec, ModelCard, load_card
+from decision_service.scoring.shap_table import TableExplainer
 
 _PREDICT_NORMAL = 0
 _PREDICT_CONTRIB = 3
@@ -72,7 +73,7 @@ class _FastPredictor:
 class Scorer:
     """A loaded, verified model: PD and reason codes for one application at a time."""
 
-    def __init__(self, card: ModelCard, booster: lgb.Booster):
+    def __init__(self, card: ModelCard, booster: lgb.Booster, *, tabulate_shap: bool = True):
         self.card = card
         self.booster = booster
         self.n_features = booster.num_feature()
@@ -84,12 +85,14 @@ class Scorer:
         self._encoders: list[tuple[str, Encoder]] = feature_encoders(card.features)
         self._specs: tuple[FeatureSpec, ...] = card.features
         self._local = threading.local()
+        # Exact SHAP from per-tree tables (~5x faster); LightGBM's contrib path otherwise.
+        self._table = TableExplainer.build(booster, card.features) if tabulate_shap else None
 
     @classmethod
-    def load(cls, model_dir: Path) -> Scorer:
+    def load(cls, model_dir: Path, *, tabulate_shap: bool = True) -> Scorer:
         card = load_card(model_dir)
         booster = lgb.Booster(model_file=str(model_dir / card.model_file))
-        return cls(card, booster)
+        return cls(card, booster, tabulate_shap=tabulate_shap)
 
     def _predictors(self) -> tuple[_FastPredictor, _FastPredictor]:
         local = self._local
@@ -110,13 +113,15 @@ class Scorer:
         """Probability of default for one feature row (card order, NaN = missing)."""
         return self._predictors()[0].run(row)[0]
 
-    def contributions(self, row: Sequence[float]) -> list[float]:
+    def contributions(self, row: Sequence[float]) -> Sequence[float]:
         """Exact TreeSHAP contributions (log-odds) per feature, then the expected value."""
-        return list(self._predictors()[1].run(row)[: self.n_features + 1])
+        if self._table is not None:
+            return self._table.contributions(row)
+        return self._predictors()[1].run(row)[: self.n_features + 1]
 
     def explain(self, row: Sequence[float], top: int = TOP_REASONS) -> list[Explanation]:
         """The features that raised the PD most, strongest first (ties in card order)."""
-        contrib = self._predictors()[1].run(row)
+        contrib = self.contributions(row)
         raised = [(contrib[i], i) for i in range(self.n_features) if contrib[i] > 0.0]
         raised.sort(key=lambda ci: (-ci[0], ci[1]))
         out = []

@@ -95,3 +95,37 @@ def test_monotone_constraints_hold(scorer, applications, i, name, bump) -> None:
         return
     delta = scorer.predict(higher) - scorer.predict(row)
     assert delta * spec.monotone >= 0
+
+
+def test_tabulated_shap_equals_lightgbm_contrib_on_every_real_application(scorer) -> None:
+    """The per-tree tables give LightGBM's own TreeSHAP values (sum order aside), including
+    with missing values anywhere, and so the same reason codes."""
+    from decision_service.training.dataset import encode, load_credit_data
+
+    assert scorer._table is not None
+    x = encode(load_credit_data().applications)
+    holes = x.copy()
+    holes[np.random.default_rng(7).random(x.shape) < 0.25] = np.nan
+    reference = Scorer(scorer.card, scorer.booster, tabulate_shap=False)
+    for matrix in (x, holes):
+        expected = scorer.booster.predict(matrix, num_threads=1, pred_contrib=True)
+        rows = [list(r) for r in matrix]
+        got = np.asarray([scorer.contributions(r) for r in rows])
+        assert np.max(np.abs(expected - got)) <= 1e-12
+        for r in rows[:1500]:
+            assert [e.code for e in scorer.explain(r)] == [e.code for e in reference.explain(r)]
+
+
+def test_large_trees_fall_back_to_lightgbm_contrib(scorer, tmp_path) -> None:
+    """A model whose trees have too many cells is not tabulated; reasons still come."""
+    from decision_service.scoring import shap_table
+
+    limit = shap_table.MAX_CELLS_PER_TREE
+    shap_table.MAX_CELLS_PER_TREE = 10
+    try:
+        small = Scorer(scorer.card, scorer.booster)
+    finally:
+        shap_table.MAX_CELLS_PER_TREE = limit
+    assert small._table is None
+    row = [46.0, 10, 0, 0, 1, 1, 36, 90, 200, 3000, 0, 2000, 2985]
+    assert [e.code for e in small.explain(row)] == [e.code for e in scorer.explain(row)]

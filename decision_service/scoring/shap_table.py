@@ -1,0 +1,147 @@
+"""Exact TreeSHAP in ~20 µs instead of ~110 µs, by tabulating each tree once at load time.
+
+A tree's path-dependent SHAP values depend on the input only through the direction it would
+take at every split of that tree (on its path and off it). Between consecutive thresholds of a
+feature in a tree every value takes the same directions, so each tree has a small, finite set of
+input "cells". At load time we ask LightGBM itself for each tree's contributions on one
+representative row per cell (`pred_contrib` with `start_iteration=t, num_iteration=1`); at
+request time we find each tree's cell (a bisect per feature, then integer arithmetic) and add
+the tabulated rows. The numbers are LightGBM's own; only the order of the final sum differs
+(agreement ≤ 1e-12, tested on every real application). Models whose trees have too many cells
+(large trees) are not tabulated: the scorer then uses LightGBM's contrib path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from bisect import bisect_left
+from collections.abc import Sequence
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from decision_service.scoring.card import FeatureSpec
+
+MAX_CELLS_PER_TREE = 16384  # 2^14: the 7-leaf model needs 5,670 at most
+
+
+def _splits(node: dict[str, Any], out: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if "split_feature" in node:
+        out.append(node)
+        _splits(node["left_child"], out)
+        _splits(node["right_child"], out)
+    return out
+
+
+class _Feature:
+    """How one feature's value maps to a global bucket, and each tree's local cells."""
+
+    def __init__(self, spec: FeatureSpec, thresholds: list[float]) -> None:
+        self.categorical = spec.type == "category"
+        self.n_categories = len(spec.categories or ())
+        self.thresholds = sorted(set(thresholds))  # global, numeric features only
+        self.nan_bucket = self.n_categories if self.categorical else len(self.thresholds) + 1
+
+    def bucket(self, x: float) -> int:
+        if x != x:  # NaN: missing
+            return self.nan_bucket
+        return int(x) if self.categorical else bisect_left(self.thresholds, x)
+
+    def local(self, splits: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
+        """Global bucket → local cell index, and one representative value per local cell.
+
+        `splits` are this tree's splits on this feature. Categories that go the same way at
+        every one of them share a cell; missing (NaN) always has a cell of its own.
+        """
+        if self.categorical:
+            sets = [set(str(s["threshold"]).split("||")) for s in splits]
+            signatures = [tuple(str(c) in left for left in sets) for c in range(self.n_categories)]
+            distinct = list(dict.fromkeys(signatures))
+            mapping = [distinct.index(sig) for sig in signatures] + [len(distinct)]
+            reps = [float(signatures.index(sig)) for sig in distinct] + [math.nan]
+            return mapping, reps
+        lt = sorted({float(s["threshold"]) for s in splits})
+        upper = [*self.thresholds, math.inf]
+        mapping = [bisect_left(lt, g) for g in upper] + [len(lt) + 1]
+        reps = [*lt, lt[-1] + max(1.0, abs(lt[-1])), math.nan]
+        return mapping, reps
+
+
+class TableExplainer:
+    def __init__(
+        self,
+        features: list[_Feature],
+        pair_feature: np.ndarray,
+        pair_map_offset: np.ndarray,
+        flat_map: np.ndarray,
+        pair_start: np.ndarray,
+        tree_offset: np.ndarray,
+        table: np.ndarray,
+    ) -> None:
+        self._features = features
+        self._pair_feature = pair_feature
+        self._pair_map_offset = pair_map_offset
+        self._flat_map = flat_map  # local cell index × stride, per (tree, feature) pair
+        self._pair_start = pair_start
+        self._tree_offset = tree_offset
+        self._table = table
+
+    @classmethod
+    def build(cls, booster: lgb.Booster, specs: Sequence[FeatureSpec]) -> TableExplainer | None:
+        """Tabulate every tree; None if a tree has too many cells (or an unknown split kind)."""
+        trees = [_splits(t["tree_structure"], []) for t in booster.dump_model()["tree_info"]]
+        n = len(specs)
+        thresholds: list[list[float]] = [[] for _ in range(n)]
+        for splits in trees:
+            for s in splits:
+                if s["decision_type"] == "<=":
+                    thresholds[s["split_feature"]].append(float(s["threshold"]))
+                elif specs[s["split_feature"]].type != "category" or s["missing_type"] == "Zero":
+                    return None
+        features = [_Feature(spec, thresholds[j]) for j, spec in enumerate(specs)]
+        pair_feature, map_offsets, flat_map, pair_start, tree_offset = [], [], [], [], []
+        blocks: list[np.ndarray] = []
+        offset = 0
+        for t, splits in enumerate(trees):
+            used = sorted({s["split_feature"] for s in splits})
+            local = {
+                f: features[f].local([s for s in splits if s["split_feature"] == f]) for f in used
+            }
+            sizes = [len(local[f][1]) for f in used]
+            cells = math.prod(sizes)
+            if cells > MAX_CELLS_PER_TREE:
+                return None
+            strides = [math.prod(sizes[i + 1 :]) for i in range(len(used))]
+            pair_start.append(len(pair_feature))
+            for f, stride in zip(used, strides, strict=True):
+                pair_feature.append(f)
+                map_offsets.append(len(flat_map))
+                flat_map += [m * stride for m in local[f][0]]
+            rows = np.zeros((cells, n))
+            for i, combo in enumerate(itertools.product(*(local[f][1] for f in used))):
+                rows[i, used] = combo
+            blocks.append(
+                booster.predict(
+                    rows, pred_contrib=True, start_iteration=t, num_iteration=1, num_threads=1
+                )
+            )
+            tree_offset.append(offset)
+            offset += cells
+        return cls(
+            features,
+            np.asarray(pair_feature),
+            np.asarray(map_offsets),
+            np.asarray(flat_map),
+            np.asarray(pair_start),
+            np.asarray(tree_offset),
+            np.vstack(blocks),
+        )
+
+    def contributions(self, row: Sequence[float]) -> list[float]:
+        """SHAP contributions per feature (log-odds), then the expected value."""
+        buckets = np.array([f.bucket(x) for f, x in zip(self._features, row, strict=True)])
+        cell = self._flat_map.take(self._pair_map_offset + buckets.take(self._pair_feature))
+        rows = self._tree_offset + np.add.reduceat(cell, self._pair_start)
+        return self._table.take(rows, axis=0).sum(axis=0).tolist()
