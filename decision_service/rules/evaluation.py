@@ -70,7 +70,8 @@ def run_stages(
         hits = match(si, env)
         new: dict[str, Any] = {}
         for rule in hits:
-            then = dict(rule.then)
+            # `rule.then` is shared by every trace of this rule unless this one adds to it
+            then = dict(rule.then) if rule.compute or rule.max_amount is not None else rule.then
             if rule.compute:
                 computed = {}
                 for fname in rule.compute:

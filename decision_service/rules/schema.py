@@ -81,9 +81,24 @@ class FactSchema(msgspec.Struct, frozen=True):
         them); a value of the wrong type raises FactError.
         """
         out: dict[str, Any] = {}
+        fields = self.fields
         for name, value in facts.items():
-            ftype = self.fields.get(name)
+            ftype = fields.get(name)
             if ftype is None or value is None:
+                continue
+            # Fast accept for values that are already exactly right (every decoded request);
+            # anything else, including NaN and infinities, takes the strict path.
+            t, kind = type(value), ftype.kind
+            if kind == "number":
+                if t is int or (t is float and -math.inf < value < math.inf):
+                    out[name] = value
+                    continue
+            elif kind == "boolean":
+                if t is bool:
+                    out[name] = value
+                    continue
+            elif t is str and value in ftype.values:
+                out[name] = value
                 continue
             out[name] = normalise_value(name, ftype, value)
         return out
