@@ -256,11 +256,11 @@ class DurableEngine:
         for f in chunk.fields:
             v = env.get(f)
             if v is not None:
-                parts.append(f',"{f}":{_encode(v)}')
+                parts.append(f',"{f}":{to_json(v)}')
         for s in chunk.synthetics:
             v = s.compute(env)
             if v is not None:
-                parts.append(f',"{s.name}":{_encode(v)}')
+                parts.append(f',"{s.name}":{to_json(v)}')
         parts.append("}")
         fact = "".join(parts)
         h = chunk.handle
@@ -322,15 +322,3 @@ class DurableEngine:
     @property
     def ruleset_names(self) -> list[str]:
         return list(self.definitions)
-
-
-def _encode(v: Any) -> str:
-    if v is True:
-        return "true"
-    if v is False:
-        return "false"
-    if isinstance(v, float):
-        return format_float(v)
-    if isinstance(v, int):
-        return str(v)
-    return json.dumps(v)
