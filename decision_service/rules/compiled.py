@@ -10,7 +10,7 @@ true/false only when both sides are known. A rule fires when T(condition) holds.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from decision_service.rules import expressions as ex
@@ -135,6 +135,15 @@ def generate_source(ruleset: Ruleset) -> str:
             out += _function(f"num_{i}_{key}", body, gen)
             out.append("")
     return "\n".join(out)
+
+
+def compile_value(node: ex.Node, label: str = "value") -> Callable[[Mapping[str, Any]], Any]:
+    """One value expression as a Python function of the facts (None = unknown)."""
+    gen = _Gen()
+    source = "\n".join(_function("value", [f"return {gen.value(node)}"], gen))
+    namespace: dict[str, Any] = {"__builtins__": {"min": min, "max": max}}
+    exec(compile(source, f"<{label}>", "exec"), namespace)  # generated from a validated AST
+    return namespace["value"]
 
 
 class CompiledEngine:

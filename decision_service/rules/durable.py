@@ -34,6 +34,7 @@ from typing import Any
 import durable_rules_engine as dre
 
 from decision_service.rules import expressions as ex
+from decision_service.rules.compiled import compile_value
 from decision_service.rules.evaluation import Evaluation, run_stages
 from decision_service.rules.language import MAX_PRIORITY, Rule, Ruleset
 
@@ -89,7 +90,7 @@ def to_json(obj: Any) -> str:
 # Rule → durable JSON
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Synthetic:
     """A fact our code computes before asserting: value of `node`, or left - right."""
 
@@ -97,11 +98,18 @@ class Synthetic:
     node: ex.Node
     minus: ex.Node | None = None  # when set, the fact is sign(node - minus) preserving
 
+    def __post_init__(self) -> None:
+        # Arithmetic runs as generated Python (the same generator as the compiled engine);
+        # durable_rules still does all the matching.
+        object.__setattr__(self, "_left", compile_value(self.node, self.name))
+        minus = None if self.minus is None else compile_value(self.minus, self.name)
+        object.__setattr__(self, "_right", minus)
+
     def compute(self, env: Mapping[str, Any]) -> Any:
-        a = ex.value(self.node, env)
-        if self.minus is None:
+        a = self._left(env)
+        if self._right is None:
             return a
-        b = ex.value(self.minus, env)
+        b = self._right(env)
         if a is None or b is None:
             return None
         if isinstance(a, str | bool) or isinstance(b, str | bool):
@@ -210,6 +218,13 @@ class DurableEngine:
         self._stages: list[list[_Chunk]] = []
         self.definitions: dict[str, dict[str, Any]] = {}  # durable JSON, for inspection
         self.closed = False
+        self._order = {r.id: i for i, r in enumerate(ruleset.rules)}
+        self._numbers = {
+            (r.id, key): compile_value(e.node, f"{r.id}.{key}")
+            for r in ruleset.rules
+            for key, e in [*r.compute.items(), ("max_amount", r.max_amount)]
+            if e is not None
+        }
         tag = f"{ruleset.name}@{ruleset.version}#{next(_ruleset_ids)}"
         try:
             for si, stage in enumerate(ruleset.stages):
@@ -292,19 +307,8 @@ class DurableEngine:
         found.sort(key=lambda r: order[r.id])
         return found
 
-    @property
-    def _order(self) -> dict[str, int]:
-        o = self.__dict__.get("_order_cache")
-        if o is None:
-            o = {r.id: i for i, r in enumerate(self.ruleset.rules)}
-            self.__dict__["_order_cache"] = o
-        return o
-
-    @staticmethod
-    def _number(rule: Rule, key: str, env: dict[str, Any]) -> Any:
-        e = rule.max_amount if key == "max_amount" else rule.compute[key]
-        assert e is not None
-        return ex.value(e.node, env)
+    def _number(self, rule: Rule, key: str, env: dict[str, Any]) -> Any:
+        return self._numbers[(rule.id, key)](env)
 
     def evaluate(self, facts: Mapping[str, Any]) -> Evaluation:
         facts = self._schema.normalise(facts)
