@@ -7,6 +7,7 @@ else reads settings or holds a module-level singleton.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,7 +85,10 @@ class Service:
     def remember_rules(self, snap: Snapshot) -> None:
         """Keep the ruleset text by sha256 so every decision made with it can be replayed."""
         if snap.sha256 not in self._remembered:
-            self.store.remember_ruleset(snap.sha256, snap.name, snap.version, snap.text)
+            try:
+                self.store.remember_ruleset(snap.sha256, snap.name, snap.version, snap.text)
+            except Exception as exc:  # no decision may cite a ruleset the log cannot replay
+                raise AuditUnavailable(f"cannot keep ruleset {snap.sha256}: {exc}") from exc
             self._remembered.add(snap.sha256)
 
     def refs(self, snap: Snapshot) -> Versions:
@@ -98,7 +102,8 @@ class Service:
         result = await asyncio.to_thread(self.rules.reload)
         self._log_reload(result)
         if result.ok:
-            self.remember_rules(self.rules.active())
+            with contextlib.suppress(AuditUnavailable):  # retried by the first decision
+                self.remember_rules(self.rules.active())
         return result.ok, result.errors
 
     def _log_reload(self, result: ReloadResult) -> None:

@@ -86,17 +86,17 @@ def decide_handler(service: Service, metrics: Metrics) -> Response:
         timings = {"validate": (perf_counter_ns() - t0) // 1000}
         span = tracer.start_span("POST /decide", context=propagate.extract(request.headers))
         trace_id = format(span.get_span_context().trace_id, "032x")
-        decision: Decision = service.decide(
-            app, explain=explain, trace_id=trace_id, timings_us=timings
-        )
-        t1 = perf_counter_ns()
         try:
+            decision: Decision = service.decide(
+                app, explain=explain, trace_id=trace_id, timings_us=timings
+            )
+            t1 = perf_counter_ns()
             await store.append(body, decision)
         except AuditUnavailable as exc:
             metrics.audit_failures.inc()
             log.error(
                 "audit_unavailable",
-                application_id=decision.application_id,
+                application_id=app.application_id,
                 error=str(exc),
                 trace_id=trace_id,
             )
@@ -105,7 +105,7 @@ def decide_handler(service: Service, metrics: Metrics) -> Response:
             return json_response(
                 {
                     "status_code": 503,
-                    "application_id": decision.application_id,
+                    "application_id": app.application_id,
                     "detail": "audit store unavailable: the decision could not be recorded, "
                     "so none was made; retry later",
                 },
