@@ -64,7 +64,9 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=3000)
     args = parser.parse_args()
-    schema = FactSchema.credit_data()
+    schema = FactSchema.from_card_file(
+        ROOT / "models" / "underwriting" / "1.0.0" / "model_card.yaml"
+    )
     apps = generated_applications(args.n, seed=99)
     policies = {
         "risk_appetite.yaml": load_ruleset(ROOT / "rules" / "risk_appetite.yaml", schema),

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
+import yaml
 
 Kind = Literal["number", "category", "boolean"]
 
@@ -70,9 +72,9 @@ class FactSchema(msgspec.Struct, frozen=True):
         return cls(fields=fields, optional=frozenset(optional))
 
     @classmethod
-    def credit_data(cls) -> FactSchema:
-        """The credit_data application fields (used by tests and as the CLI fallback)."""
-        return cls.from_card_features(CREDIT_DATA_FEATURES)
+    def from_card_file(cls, path: Path) -> FactSchema:
+        """Build from a model card file (model_card.yaml) without loading the model."""
+        return cls.from_card_features(yaml.safe_load(path.read_text())["features"])
 
     def normalise(self, facts: Mapping[str, Any]) -> dict[str, Any]:
         """Strict copy of `facts`: numbers are int/float, booleans bool, categories known codes.
@@ -133,35 +135,3 @@ def normalise_value(name: str, ftype: FieldType, value: Any) -> Any:
     if value not in ftype.values:
         raise FactError(f"{name}: {value!r} is not one of {', '.join(ftype.values)}")
     return value
-
-
-CREDIT_DATA_FEATURES: list[dict[str, Any]] = [
-    {"name": "seniority", "type": "integer", "missing": "reject"},
-    {
-        "name": "home",
-        "type": "category",
-        "categories": ["owner", "rent", "parents", "priv", "other", "ignore"],
-        "missing": "allow",
-    },
-    {"name": "term", "type": "integer", "missing": "reject"},
-    {"name": "age", "type": "integer", "missing": "reject"},
-    {
-        "name": "marital",
-        "type": "category",
-        "categories": ["married", "single", "separated", "widow", "divorced"],
-        "missing": "allow",
-    },
-    {"name": "records", "type": "boolean", "missing": "reject"},
-    {
-        "name": "job",
-        "type": "category",
-        "categories": ["fixed", "freelance", "partime", "others"],
-        "missing": "allow",
-    },
-    {"name": "expenses", "type": "number", "missing": "reject"},
-    {"name": "income", "type": "number", "missing": "allow"},
-    {"name": "assets", "type": "number", "missing": "allow"},
-    {"name": "debt", "type": "number", "missing": "allow"},
-    {"name": "amount", "type": "number", "missing": "reject"},
-    {"name": "price", "type": "number", "missing": "reject"},
-]

@@ -10,14 +10,16 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import yaml
 
-from decision_service.rules.schema import CREDIT_DATA_FEATURES, FactSchema
+from decision_service.rules.schema import FactSchema
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / "models" / "underwriting" / "1.0.0"
 POLICY = ROOT / "rules" / "risk_appetite.yaml"
-SCHEMA = FactSchema.credit_data()
-FIELDS = [f["name"] for f in CREDIT_DATA_FEATURES]
+CARD_FEATURES = yaml.safe_load((MODEL_DIR / "model_card.yaml").read_text())["features"]
+SCHEMA = FactSchema.from_card_file(MODEL_DIR / "model_card.yaml")
+FIELDS = [f["name"] for f in CARD_FEATURES]
 
 
 def _missing(v: Any) -> bool:
@@ -76,7 +78,7 @@ _PD_EDGES = [0.0, 1e-05, 0.05, 0.08, 0.15, 0.25, 0.3, 0.4, 0.6, 0.999]
 
 def generated_applications(n: int, seed: int = 20261101) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
-    cats = {f["name"]: f["categories"] for f in CREDIT_DATA_FEATURES if f["type"] == "category"}
+    cats = {f["name"]: f["categories"] for f in CARD_FEATURES if f["type"] == "category"}
 
     def pick(options):
         return options[int(rng.integers(len(options)))]

@@ -276,9 +276,11 @@ def test_memory_is_flat_over_1000_load_unload_cycles():
 def test_the_adapter_never_imports_host():
     code = (
         "import sys\n"
+        "from pathlib import Path\n"
         "from decision_service.rules.registry import RuleRegistry\n"
         "from decision_service.rules.schema import FactSchema\n"
-        "r = RuleRegistry('rules', FactSchema.credit_data())\n"
+        "schema = FactSchema.from_card_file(Path('models/underwriting/1.0.0/model_card.yaml'))\n"
+        "r = RuleRegistry('rules', schema)\n"
         "r.active().evaluate({'age': 30, 'pd': 0.1})\n"
         "assert 'durable.engine' not in sys.modules and 'durable.lang' not in sys.modules\n"
     )
