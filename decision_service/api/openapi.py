@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    Parameter,
+    RequestBody,
+    Schema,
+)
 
 _SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
 
@@ -28,8 +35,11 @@ def _schema(node: dict[str, Any]) -> Schema:
     return Schema(**kwargs)
 
 
-def request_body_operation(struct: type[msgspec.Struct], example: dict[str, Any]) -> type:
-    """An Operation class whose request body is `struct`, with an example."""
+def request_body_operation(
+    struct: type[msgspec.Struct], example: dict[str, Any], flags: dict[str, str]
+) -> type:
+    """An Operation class whose request body is `struct` (with an example), and whose boolean
+    query parameters are `flags` (name → description)."""
     schema = msgspec.json.schema(struct)
     root = schema["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
     body = RequestBody(
@@ -38,9 +48,21 @@ def request_body_operation(struct: type[msgspec.Struct], example: dict[str, Any]
         description="One loan application; fields, ranges and categories follow the model card.",
     )
 
+    parameters = [
+        Parameter(
+            name=name,
+            param_in="query",
+            required=False,
+            description=text,
+            schema=Schema(type=OpenAPIType.BOOLEAN, default=False),
+        )
+        for name, text in flags.items()
+    ]
+
     @dataclass
     class WithBody(Operation):
         def __post_init__(self) -> None:
             self.request_body = body
+            self.parameters = parameters
 
     return WithBody

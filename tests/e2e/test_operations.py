@@ -73,3 +73,30 @@ def test_logs_traces_health_metrics_and_schema(tmp_path, application_lines, scor
     trace_id = "0x" + decision["trace_id"]
     names = {s["name"] for s in spans if s["context"]["trace_id"] == trace_id}
     assert names == {"POST /decide", "validate", "score", "rules", "explain", "audit"}
+
+
+def test_caller_asks_for_reasons_and_passes_its_trace(tmp_path, application_lines) -> None:
+    srv = start_server(tmp_path, f"sqlite:///{tmp_path / 'd.db'}")
+    try:
+        with srv.client() as c:
+            approved = next(
+                line
+                for line in application_lines[:50]
+                if c.post("/decide", content=line).json()["outcome"] == "approve"
+            )
+            plain = c.post("/decide", content=approved).json()
+            assert not [r for r in plain["reasons"] if r["source"] == "model"]
+            asked = c.post("/decide?explain=true", content=approved).json()
+            model = [r for r in asked["reasons"] if r["source"] == "model"]
+            assert 1 <= len(model) <= 4 and all(r["contribution"] > 0 for r in model)
+            replay = c.post(f"/decisions/{asked['decision_id']}/replay").json()
+            assert replay["identical"] is True
+            trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+            traced = c.post(
+                "/decide",
+                content=approved,
+                headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+            )
+            assert traced.json()["trace_id"] == trace_id
+    finally:
+        srv.stop()
