@@ -67,4 +67,10 @@ def load_settings(
     if "DATABASE_URL" in env:
         values["database_url"] = env["DATABASE_URL"]
     values |= {k: v for k, v in overrides.items() if v is not None}
-    return msgspec.convert(values, Settings, strict=False)
+    return msgspec.convert(values, Settings, strict=False, dec_hook=_decode)
+
+
+def _decode(tp: type, value: object) -> object:
+    if tp is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError(f"cannot read {tp} from {value!r}")
