@@ -7,6 +7,7 @@ cannot commit, the answer is 503 and no decision is returned.
 
 from __future__ import annotations
 
+from random import getrandbits
 from time import perf_counter_ns, time_ns
 from urllib.parse import parse_qs
 
@@ -81,6 +82,7 @@ def decide_handler(service: Service, metrics: Metrics) -> Response:
     encode = msgspec.json.Encoder().encode
     tracer, store = service.tracer, service.store
     log_decisions = service.settings.log_decisions
+    tracing = service.settings.otel_exporter != "none"
 
     @post(
         "/decide",
@@ -107,8 +109,15 @@ def decide_handler(service: Service, metrics: Metrics) -> Response:
             errors = field_errors(app_type, body)
             return error(422, "invalid application; nothing was decided", errors=errors)
         timings = {"validate": (perf_counter_ns() - t0) // 1000}
-        span = tracer.start_span("POST /decide", context=_caller_context(request.scope["headers"]))
-        trace_id = format(span.get_span_context().trace_id, "032x")
+        caller = _caller_context(request.scope["headers"])
+        if caller is None and not tracing:
+            # Nothing to record and no caller trace to join: a fresh W3C trace id is all we
+            # need, without the cost of a non-recording SDK span.
+            span = trace.INVALID_SPAN
+            trace_id = f"{getrandbits(128) or 1:032x}"
+        else:
+            span = tracer.start_span("POST /decide", context=caller)
+            trace_id = format(span.get_span_context().trace_id, "032x")
         try:
             decision: Decision = service.decide(
                 app, explain=explain, trace_id=trace_id, timings_us=timings
