@@ -26,7 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ["DECISION_CONFIG"] = str(args.config)
     settings = _settings(args)
     uvicorn.run(
-        "decision_service.api.app:create_app",
+        "decision_service.api.app:create_server_app",
         factory=True,
         host=settings.host,
         port=settings.port,

@@ -71,6 +71,6 @@ def load_settings(
 
 
 def _decode(tp: type, value: object) -> object:
-    if tp is Path and isinstance(value, str):
+    if tp is Path and isinstance(value, str | Path):
         return Path(value)
     raise NotImplementedError(f"cannot read {tp} from {value!r}")

@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
+from litestar.types import ASGIApp
 
-from decision_service.api.decide import decide_handler
+from decision_service.api.decide import Decider, decide_handler, fast_path
 from decision_service.api.decisions import decision_handlers
 from decision_service.api.metrics import Metrics
 from decision_service.api.operations import operation_handlers
@@ -19,12 +20,20 @@ from decision_service.service import Service
 from decision_service.settings import Settings, load_settings
 
 
+def create_server_app(settings: Settings | None = None) -> ASGIApp:
+    """What `decision-service serve` runs: the Litestar app, with POST /decide served on the
+    ASGI fast path (same Decider, no framework objects per request)."""
+    app = create_app(settings)
+    return fast_path(app, app.state["decider"])
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     configure_logging(settings)
     service = Service.build(settings)
     metrics = Metrics()
     replayer = Replayer(settings.models_dir, service.store)
+    decider = Decider(service, metrics)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -39,7 +48,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=[
-            decide_handler(service, metrics),
+            decide_handler(decider),
             *decision_handlers(service, replayer),
             *operation_handlers(service, metrics),
         ],
@@ -50,6 +59,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             description="Real-time loan underwriting decisions with a tamper-evident audit log.",
             path="/schema",
         ),
-        state={"service": service},
+        state={"service": service, "decider": decider},
         logging_config=None,  # ours (observability.py): JSON lines, no per-request access log
     )

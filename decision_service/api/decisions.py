@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Response, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from decision_service.api.errors import error, json_response
 from decision_service.audit import Filters, InvalidCursor, StoredDecision
@@ -32,7 +32,7 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
     store = service.store
 
     @get("/decisions/{decision_id:str}", tags=["audit"], summary="One stored decision")
-    async def get_decision(decision_id: str) -> Response:
+    async def get_decision(decision_id: FromPath[str]) -> Response:
         stored = await store.get(decision_id)
         if stored is None:
             return error(404, f"no decision {decision_id}")
@@ -40,15 +40,15 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
 
     @get("/decisions", tags=["audit"], summary="Find decisions (filters, cursor pagination)")
     async def list_decisions(
-        from_: Annotated[datetime | None, Parameter(query="from")] = None,
-        to: datetime | None = None,
-        application_id: str | None = None,
-        outcome: Literal["approve", "refer", "decline"] | None = None,
-        rule: str | None = None,
-        model_version: str | None = None,
-        ruleset_version: str | None = None,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = 100,
-        cursor: str | None = None,
+        from_: Annotated[datetime | None, QueryParameter(name="from")] = None,
+        to: FromQuery[datetime | None] = None,
+        application_id: FromQuery[str | None] = None,
+        outcome: FromQuery[Literal["approve", "refer", "decline"] | None] = None,
+        rule: FromQuery[str | None] = None,
+        model_version: FromQuery[str | None] = None,
+        ruleset_version: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = 100,
+        cursor: FromQuery[str | None] = None,
     ) -> Response:
         filters = Filters(
             from_=from_,
@@ -73,7 +73,7 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         status_code=200,
         summary="Re-decide with the recorded model and ruleset versions",
     )
-    async def replay(decision_id: str) -> Response:
+    async def replay(decision_id: FromPath[str]) -> Response:
         stored = await store.get(decision_id)
         if stored is None:
             return error(404, f"no decision {decision_id}")
