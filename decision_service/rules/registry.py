@@ -9,7 +9,6 @@ DurableEngine), so versions in flight are never deleted under a request.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import threading
 from collections.abc import Mapping
@@ -247,15 +246,6 @@ class RuleRegistry:
         if self._watch_thread is not None:
             self._watch_thread.join(timeout=5)
         self._watch_stop = self._watch_thread = None
-
-    async def watch(self, on_result=None) -> None:
-        """Async variant (run as a task in the app's lifespan; cancel to stop)."""
-        import watchfiles
-
-        async for _changes in watchfiles.awatch(self.path, watch_filter=_yaml_filter):
-            result = await asyncio.to_thread(self.reload)
-            if on_result is not None:
-                on_result(result)
 
 
 def _yaml_filter(_change: Any, path: str) -> bool:

@@ -1,6 +1,6 @@
 """The underwriting model: its card, the request type it implies, and fast scoring."""
 
-from decision_service.scoring.application import application_type, feature_vector
+from decision_service.scoring.application import application_type
 from decision_service.scoring.card import FeatureSpec, ModelCard, ModelCardError, load_card
 from decision_service.scoring.scorer import Explanation, Scorer
 
@@ -11,6 +11,5 @@ __all__ = [
     "ModelCardError",
     "Scorer",
     "application_type",
-    "feature_vector",
     "load_card",
 ]

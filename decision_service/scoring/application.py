@@ -116,8 +116,3 @@ def _encoder(spec: FeatureSpec) -> Encoder:
 
 def feature_encoders(features: Sequence[FeatureSpec]) -> list[tuple[str, Encoder]]:
     return [(f.name, _encoder(f)) for f in features]
-
-
-def feature_vector(card: ModelCard, app: Any) -> list[float]:
-    """The model's input row, in the card's order (NaN = missing)."""
-    return [enc(getattr(app, name)) for name, enc in feature_encoders(card.features)]
