@@ -64,6 +64,18 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
     conn.exec_driver_sql(sql, params)
 
 
+# Built once: constructing the statement per batch cost more than executing it.
+_MOVE_HEAD = (
+    sa.update(chain_head_table)
+    .where(chain_head_table.c.chain_id == sa.bindparam("head_chain_id"))
+    .values(
+        last_seq=sa.bindparam("last_seq"),
+        last_hash=sa.bindparam("last_hash"),
+        updated_at=sa.bindparam("updated_at"),
+    )
+)
+
+
 class AuditUnavailable(Exception):
     """The audit store could not commit: the decision must not be returned (HTTP 503)."""
 
@@ -294,11 +306,7 @@ class AuditStore:
             if first_seq == 0:
                 conn.execute(sa.insert(chain_head_table), [{"chain_id": self.chain_id, **head}])
             else:
-                conn.execute(
-                    sa.update(chain_head_table)
-                    .where(chain_head_table.c.chain_id == self.chain_id)
-                    .values(**head)
-                )
+                conn.execute(_MOVE_HEAD, {"head_chain_id": self.chain_id, **head})
         # Committed: only now does the chain state move forward.
         self._seq, self._prev_hash, self._resync = seq, prev_hash, False
 
