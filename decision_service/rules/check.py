@@ -6,10 +6,9 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from decision_service.rules.compiled import CompiledEngine
-from decision_service.rules.durable import DurableEngine, DurableEngineError
-from decision_service.rules.evaluation import run_file_tests
+from decision_service.rules.durable import DurableEngineError
 from decision_service.rules.language import RuleFileError, load_ruleset
+from decision_service.rules.registry import build_and_test
 from decision_service.rules.schema import FactSchema
 
 
@@ -43,24 +42,18 @@ def run_check(paths: list[Path], schema: FactSchema, out: TextIO | None = None) 
                 print(err, file=out)
             failed = True
             continue
-        engines = []
         try:
-            engines = [CompiledEngine(ruleset), DurableEngine(ruleset)]
+            built, problems, coverage = build_and_test(ruleset)
         except (DurableEngineError, SyntaxError) as e:  # pragma: no cover - a bug of ours
             print(f"{path}: could not compile: {e}", file=out)
             failed = True
             continue
-        problems: list[str] = []
-        coverage: dict[str, set[str]] = {}
-        results = {}
-        for eng in engines:
-            failures, covered = run_file_tests(eng)
-            problems += [str(f) for f in failures]
-            coverage[eng.name] = covered
-            results[eng.name] = [
-                [f.id for f in eng.evaluate(case.given).fired] for case in ruleset.tests
-            ]
-        a, b = (results[e.name] for e in engines)
+        engines = list(built.values())
+        results = {
+            eng.name: [[f.id for f in eng.evaluate(case.given).fired] for case in ruleset.tests]
+            for eng in engines
+        }
+        a, b = results["compiled"], results["durable_rules"]
         for case, ra, rb in zip(ruleset.tests, a, b, strict=True):
             if ra != rb:
                 problems.append(

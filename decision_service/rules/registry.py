@@ -67,6 +67,27 @@ class RulesetInvalid(Exception):
         super().__init__(f"{file}: {len(errors)} error(s)\n" + "\n".join(errors))
 
 
+def build_and_test(
+    ruleset: Ruleset,
+) -> tuple[dict[str, Engine], list[str], dict[str, set[str]]]:
+    """Compile `ruleset` on every engine and run the file's tests on each: the engines, the
+    failures (analyst-readable), and the rules each engine's test runs fired."""
+    engines: dict[str, Engine] = {}
+    failures: list[str] = []
+    coverage: dict[str, set[str]] = {}
+    try:
+        for name, cls in ENGINES.items():
+            engines[name] = cls(ruleset)
+        for name, eng in engines.items():
+            failed, coverage[name] = run_file_tests(eng)
+            failures += [str(f) for f in failed]
+    except BaseException:
+        for eng in engines.values():
+            eng.close()
+        raise
+    return engines, failures, coverage
+
+
 def build_snapshot(
     text: str, name_for_errors: str, schema: FactSchema, engine: str = DEFAULT_ENGINE
 ) -> RulesetSnapshot:
@@ -77,20 +98,11 @@ def build_snapshot(
         ruleset = load_ruleset_from_text(text, name_for_errors, schema)
     except RuleFileError as e:
         raise RulesetInvalid(name_for_errors, [str(x) for x in e.errors]) from None
-    engines: dict[str, Engine] = {}
-    try:
-        for name, cls in ENGINES.items():
-            engines[name] = cls(ruleset)
-        errors: list[str] = []
-        for eng in engines.values():
-            failures, _covered = run_file_tests(eng)
-            errors += [str(f) for f in failures]
-        if errors:
-            raise RulesetInvalid(name_for_errors, errors)
-    except BaseException:
+    engines, errors, _coverage = build_and_test(ruleset)
+    if errors:
         for eng in engines.values():
             eng.close()
-        raise
+        raise RulesetInvalid(name_for_errors, errors)
     return RulesetSnapshot(
         name=ruleset.name,
         version=ruleset.version,
