@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -64,7 +63,6 @@ class Service:
         rules = RuleRegistry(
             settings.rules_dir, card_schema(scorer.card), engine=settings.rules_engine
         )
-        _ensure_sqlite_dir(settings.database_url)
         store = AuditStore.open(
             settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
         )
@@ -158,11 +156,3 @@ class Service:
             trace_id=trace_id,
             timings_us=timings_us,
         )
-
-
-def _ensure_sqlite_dir(url: str) -> None:
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-
-
-__all__ = ["AuditUnavailable", "Service"]
