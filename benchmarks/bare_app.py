@@ -15,6 +15,7 @@ from pathlib import Path
 import msgspec
 from litestar import Litestar, Request, get, post
 
+from decision_service.cli import UVICORN_OPTIONS
 from decision_service.scoring import application_type, load_card
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,11 +55,8 @@ def main() -> None:
         factory=True,
         host=args.host,
         port=args.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_config=None,
         log_level="warning",
+        **UVICORN_OPTIONS,
         app_dir=str(Path(__file__).resolve().parent),
     )
 

@@ -1293,22 +1293,14 @@ def stages_main(out: Path, n_audit: int, pg_url: str | None) -> None:
     try:
         import structlog
 
+        from decision_service.api.decide import log_decision
         from decision_service.observability import configure_logging
 
         configure_logging(svc.settings)  # stdout is /dev/null in this child
         dlog = structlog.get_logger("decision_service.decide")
 
         def log_line(d: Any) -> None:
-            dlog.info(
-                "decision",
-                decision_id=d.decision_id,
-                application_id=d.application_id,
-                outcome=d.outcome,
-                pd=d.pd,
-                rules_fired=[r.id for r in d.trace.rules_fired],
-                latency_us=1234,
-                trace_id="0" * 32,
-            )
+            log_decision(dlog, d, 1234, "0" * 32)
 
         timed("log_line", log_line, decisions)
     except Exception as exc:

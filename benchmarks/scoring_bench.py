@@ -57,14 +57,18 @@ def main() -> None:
     base = np.median(results["Booster.predict(1×n, num_threads=1)  [baseline]"])
     shap_base = np.median(results["Booster.predict(pred_contrib=True)  [SHAP baseline]"])
     score = np.median(results["C single-row fast path (ours)"])
-    print(f"{len(rows)} held-out applications × {args.repeat}; "
-          f"{booster.num_trees()} trees, {booster.num_feature()} features\n")
+    print(
+        f"{len(rows)} held-out applications × {args.repeat}; "
+        f"{booster.num_trees()} trees, {booster.num_feature()} features\n"
+    )
     print("| path | median µs | p99 µs | vs predict | vs pred_contrib | × our score |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, t in results.items():
         med = np.median(t)
-        print(f"| {name} | {med:.1f} | {np.percentile(t, 99):.1f} | {base / med:.2f}× faster "
-              f"| {shap_base / med:.2f}× faster | {med / score:.1f} |")
+        print(
+            f"| {name} | {med:.1f} | {np.percentile(t, 99):.1f} | {base / med:.2f}× faster "
+            f"| {shap_base / med:.2f}× faster | {med / score:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 
+from decision_service.api.errors import error_body
 from decision_service.api.metrics import Metrics
 from decision_service.api.openapi import request_body_operation
 from decision_service.audit import AuditUnavailable
@@ -82,9 +83,23 @@ _encode_error = msgspec.json.Encoder().encode
 
 
 def _error(
-    status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
+    status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None, **extra: Any
 ) -> Reply:
-    return status, _encode_error({"status_code": status} | body), headers or []
+    return status, _encode_error(error_body(status, detail, **extra)), headers or []
+
+
+def log_decision(logger: Any, decision: Decision, latency_us: int, trace_id: str) -> None:
+    """The one JSON log line per decision (the benchmark times this very function)."""
+    logger.info(
+        "decision",
+        decision_id=decision.decision_id,
+        application_id=decision.application_id,
+        outcome=decision.outcome,
+        pd=decision.pd,
+        rules_fired=[r.id for r in decision.trace.rules_fired],
+        latency_us=latency_us,
+        trace_id=trace_id,
+    )
 
 
 class Decider:
@@ -107,9 +122,7 @@ class Decider:
         except (msgspec.ValidationError, msgspec.DecodeError):
             metrics.rejected.inc()
             errors = msgspec.to_builtins(field_errors(self.app_type, body))
-            return _error(
-                422, {"detail": "invalid application; nothing was decided", "errors": errors}
-            )
+            return _error(422, "invalid application; nothing was decided", errors=errors)
         timings = {"validate": (perf_counter_ns() - t0) // 1000}
         caller = _caller_context(headers)
         if caller is None and not self._tracing:
@@ -140,11 +153,7 @@ class Decider:
                 "audit store unavailable: the decision could not be recorded, so none "
                 "was made; retry later"
             )
-            return _error(
-                503,
-                {"application_id": app.application_id, "detail": detail},
-                [(b"retry-after", b"1")],
-            )
+            return _error(503, detail, [(b"retry-after", b"1")], application_id=app.application_id)
         timings["audit"] = (perf_counter_ns() - t1) // 1000
         elapsed = perf_counter_ns() - t0
         if span.is_recording():
@@ -157,16 +166,7 @@ class Decider:
         metrics.latency.observe(elapsed / 1e9)
         metrics.pd.observe(decision.pd)
         if service.settings.log_decisions:
-            log.info(
-                "decision",
-                decision_id=decision.decision_id,
-                application_id=decision.application_id,
-                outcome=decision.outcome,
-                pd=decision.pd,
-                rules_fired=[r.id for r in decision.trace.rules_fired],
-                latency_us=elapsed // 1000,
-                trace_id=trace_id,
-            )
+            log_decision(log, decision, elapsed // 1000, trace_id)
         return 200, self._encode(decision), []
 
 
@@ -226,9 +226,7 @@ def fast_path(app: ASGIApp, decider: Decider) -> ASGIApp:
             )
         except Exception:
             log.exception("decide_failed")
-            status, content, headers = _error(
-                500, {"detail": "internal error; nothing was decided"}
-            )
+            status, content, headers = _error(500, "internal error; nothing was decided")
         await send(
             {
                 "type": "http.response.start",

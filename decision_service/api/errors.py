@@ -16,5 +16,9 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(content=content, status_code=status, media_type=JSON, headers=headers)
 
 
+def error_body(status: int, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"status_code": status, "detail": detail} | extra
+
+
 def error(status: int, detail: str, **extra: Any) -> Response:
-    return json_response({"status_code": status, "detail": detail} | extra, status)
+    return json_response(error_body(status, detail, **extra), status)
