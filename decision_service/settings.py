@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -36,6 +37,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     otel_exporter: Literal["none", "console", "otlp"] = "none"
     otel_endpoint: str = "http://127.0.0.1:4318/v1/traces"
     otel_sample_ratio: float = 1.0
+    # How long an Idempotency-Key answers retries: seconds, or a number with s, m, h or d.
+    idempotency_ttl: Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]*[smhd]?$")] = "24h"
 
     @property
     def model_dir(self) -> Path:
@@ -46,6 +49,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if not versions:
             return base / "missing"
         return max(versions, key=lambda p: tuple(int(x) for x in p.name.split(".")))
+
+    @property
+    def idempotency_window(self) -> timedelta:
+        value, unit = self.idempotency_ttl, "s"
+        if value[-1] in "smhd":
+            value, unit = value[:-1], value[-1]
+        return timedelta(seconds=int(value) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
 
 
 def load_settings(

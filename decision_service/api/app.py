@@ -16,7 +16,7 @@ from decision_service.api.metrics import Metrics
 from decision_service.api.operations import operation_handlers
 from decision_service.observability import configure_logging
 from decision_service.replay import Replayer
-from decision_service.service import Service
+from decision_service.service import bootstrap
 from decision_service.settings import Settings, load_settings
 
 
@@ -30,7 +30,7 @@ def create_server_app(settings: Settings | None = None) -> ASGIApp:
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     configure_logging(settings)
-    service = Service.build(settings)
+    service = bootstrap(settings)
     metrics = Metrics()
     replayer = Replayer(settings.models_dir, service.store)
     decider = Decider(service, metrics)

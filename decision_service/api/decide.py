@@ -1,8 +1,10 @@
-"""POST /decide: validate → decide → record (committed) → answer.
+"""POST /decide: the HTTP adapter of the deciding use case (decision_service/deciding.py).
 
 The body is decoded by msgspec straight into the card's Application type (decoding is the
 validation). A decision is answered only after its audit record is committed; if the store
-cannot commit, the answer is 503 and no decision is returned.
+cannot commit, the answer is 503 and no decision is returned. With an ``Idempotency-Key``
+header, a retry of the same request answers the recorded decision again (marked by
+``Idempotency-Replayed: true``); the same key with another request is a 422.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from opentelemetry.context import Context
 from decision_service.api.errors import error_body
 from decision_service.api.metrics import Metrics
 from decision_service.api.openapi import request_body_operation
-from decision_service.audit import AuditUnavailable
+from decision_service.audit import AuditUnavailable, CommitOutcomeUnknown, idempotency
+from decision_service.deciding import Ask, IdempotencyConflict
 from decision_service.decision import Decision
 from decision_service.scoring import application_type
 from decision_service.scoring.application import field_errors
@@ -30,6 +33,7 @@ from decision_service.service import Service
 
 log = structlog.get_logger("decision_service.decide")
 _STAGES = ("validate", "score", "rules", "explain", "audit")
+_PIPELINE_STAGES = ("score", "rules", "explain")
 EXAMPLE = {
     "application_id": "APP-CD-00003",
     "age": 46,
@@ -78,6 +82,28 @@ def _emit_stage_spans(
         t += took
 
 
+def _idempotency_key(raw_headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """Every Idempotency-Key header value (ASGI header names are lower case)."""
+    return [value for name, value in raw_headers if name == idempotency.HEADER]
+
+
+def claim_of(
+    raw_headers: list[tuple[bytes, bytes]], route: bytes, query: bytes, body: bytes
+) -> idempotency.Claim | None:
+    """The request's idempotency claim, None without the header (InvalidIdempotencyKey if bad).
+
+    The fingerprint covers the route, the query (``explain`` changes the answer) and the exact
+    body bytes, so a retry must resend the same request.
+    """
+    values = _idempotency_key(raw_headers)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise idempotency.InvalidIdempotencyKey("send one Idempotency-Key header, not several")
+    return idempotency.claim(values[0], route, query, body)
+
+
+REPLAYED = (b"idempotency-replayed", b"true")
 Reply = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, JSON body, extra headers
 _encode_error = msgspec.json.Encoder().encode
 
@@ -109,6 +135,7 @@ class Decider:
 
     def __init__(self, service: Service, metrics: Metrics) -> None:
         self.service, self.metrics = service, metrics
+        self.deciding = service.deciding
         self.app_type = application_type(service.scorer.card)
         self._decode = msgspec.json.Decoder(self.app_type).decode
         self._encode = msgspec.json.Encoder().encode
@@ -117,6 +144,11 @@ class Decider:
     async def respond(self, body: bytes, query: bytes, headers: list[tuple[bytes, bytes]]) -> Reply:
         service, metrics = self.service, self.metrics
         start_wall, t0 = time_ns(), perf_counter_ns()
+        try:
+            claim = claim_of(headers, b"POST /decide", query, body) if headers else None
+        except idempotency.InvalidIdempotencyKey as exc:
+            metrics.rejected.inc()
+            return _error(400, f"{exc}; nothing was decided")
         try:
             app = self._decode(body)
         except (msgspec.ValidationError, msgspec.DecodeError):
@@ -133,12 +165,42 @@ class Decider:
         else:
             span = service.tracer.start_span("POST /decide", context=caller)
             trace_id = format(span.get_span_context().trace_id, "032x")
+        ask = Ask(app, body, _explain_asked(query), trace_id, timings)
+        t1 = perf_counter_ns()
         try:
-            decision: Decision = service.decide(
-                app, explain=_explain_asked(query), trace_id=trace_id, timings_us=timings
+            decided = await self.deciding.decide_and_record(ask, claim=claim)
+        except IdempotencyConflict as exc:
+            metrics.rejected.inc()
+            span.end()
+            return _error(422, f"{exc}; nothing was decided", idempotency_key=exc.key)
+        except CommitOutcomeUnknown as exc:
+            metrics.audit_failures.inc()
+            log.error(
+                "audit_outcome_unknown",
+                application_id=app.application_id,
+                decision_ids=exc.decision_ids,
+                error=str(exc),
+                trace_id=trace_id,
             )
-            t1 = perf_counter_ns()
-            await service.store.append(body, decision)
+            span.set_status(trace.StatusCode.ERROR, "audit commit outcome unknown")
+            span.end()
+            retry = (
+                "retrying with the same Idempotency-Key is safe"
+                if claim is not None
+                else "look it up by decision_id before retrying (an Idempotency-Key makes "
+                "retries safe)"
+            )
+            detail = (
+                "audit store unreachable after the decision was sent to it: the decision may "
+                f"have been recorded; {retry}"
+            )
+            return _error(
+                503,
+                detail,
+                [(b"retry-after", b"1")],
+                application_id=app.application_id,
+                decision_id=exc.decision_ids[0] if exc.decision_ids else None,
+            )
         except AuditUnavailable as exc:
             metrics.audit_failures.inc()
             log.error(
@@ -154,7 +216,15 @@ class Decider:
                 "was made; retry later"
             )
             return _error(503, detail, [(b"retry-after", b"1")], application_id=app.application_id)
-        timings["audit"] = (perf_counter_ns() - t1) // 1000
+        decision = decided.decision
+        if decided.replayed:  # answered before: the same decision, nothing new decided
+            span.end()
+            if service.settings.log_decisions:
+                log.info("decision_replayed", decision_id=decision.decision_id, trace_id=trace_id)
+            return 200, self._encode(decision), [REPLAYED]
+        # the use case decided and recorded: the record's share is what the pipeline did not use
+        took_us = (perf_counter_ns() - t1) // 1000
+        timings["audit"] = max(0, took_us - sum(timings.get(s, 0) for s in _PIPELINE_STAGES))
         elapsed = perf_counter_ns() - t0
         if span.is_recording():
             span.set_attributes(
@@ -179,7 +249,10 @@ def decide_handler(decider: Decider) -> Any:
         description="Body: an application as described by the model card (see GET /rules for "
         "the active ruleset). `?explain=true` asks for model reason codes on approvals too. "
         "422 names every bad field; 503 means the audit store could not record the decision, "
-        "so none was made.",
+        "so none was made (or, when it says so, that it may have been recorded). "
+        "`Idempotency-Key: <1-255 of A-Za-z0-9._~:+/=->` makes retries safe: the same key with "
+        "the same request answers the recorded decision again (`Idempotency-Replayed: true`), "
+        "with another request 422; a malformed key is a 400.",
         tags=["decisions"],
         status_code=200,
         media_type="application/json",

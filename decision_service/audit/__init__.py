@@ -5,6 +5,8 @@ Public surface::
     store = AuditStore.open(database_url, code_version="1.2.3+abc123")
     await store.start()
     await store.append(request_bytes, decision)   # returns once committed; AuditUnavailable if not
+    await store.append_many([(request, decision), …], claim=idempotency.claim(key, body))
+    await store.find_key(key)                      # what an idempotency key recorded
     await store.close()
 
 Queries (sync over an engine for the CLI; ``store.get/page/verify`` are async wrappers):
@@ -14,6 +16,7 @@ Queries (sync over an engine for the CLI; ``store.get/page/verify`` are async wr
 
 from decision_service.audit.chain import ChainReport, Problem, VerifyReport, verify
 from decision_service.audit.engine import make_engine
+from decision_service.audit.idempotency import Claim, InvalidIdempotencyKey, KeyTaken
 from decision_service.audit.queries import (
     CSV_COLUMNS,
     Filters,
@@ -28,7 +31,13 @@ from decision_service.audit.queries import (
     page,
     ruleset_text,
 )
-from decision_service.audit.store import AuditStore, AuditUnavailable, WriterStats, remember_ruleset
+from decision_service.audit.store import (
+    AuditStore,
+    AuditUnavailable,
+    CommitOutcomeUnknown,
+    WriterStats,
+    remember_ruleset,
+)
 from decision_service.audit.tables import create_tables
 
 __all__ = [
@@ -36,8 +45,12 @@ __all__ = [
     "AuditStore",
     "AuditUnavailable",
     "ChainReport",
+    "Claim",
+    "CommitOutcomeUnknown",
     "Filters",
     "InvalidCursor",
+    "InvalidIdempotencyKey",
+    "KeyTaken",
     "Page",
     "Problem",
     "RulesetText",

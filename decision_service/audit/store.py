@@ -7,6 +7,16 @@ next batch forms) while the commit runs. A batch commits as soon as the writer i
 waits on a timer. ``append`` returns only once its record is committed, and raises
 ``AuditUnavailable`` if that commit failed: then no record of the batch is stored, the chain
 state goes back to the last committed record, and the next batch tries the database afresh.
+
+One request may append several decisions (``append_many``, for POST /decide/batch): they are
+one unit of the batch, committed together or not at all, with the request's idempotency key
+(idempotency.py) in the same transaction.
+
+A commit whose acknowledgement is lost (the connection died after COMMIT was sent) may have
+landed. The writer does not guess: it fences the old session (PostgreSQL: ends its backend and
+waits until it is gone, so it can no longer commit), then looks for the batch's records on a new
+connection, and answers accordingly; if the store cannot be reached to find out, the appends
+raise ``CommitOutcomeUnknown`` ("may have been recorded").
 """
 
 from __future__ import annotations
@@ -16,16 +26,16 @@ import contextlib
 import functools
 import importlib.metadata
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 import uuid_utils
 
-from decision_service.audit import chain, queries
+from decision_service.audit import chain, fencing, idempotency, queries
 from decision_service.audit.engine import SQLiteSync, is_sqlite, make_engine
 from decision_service.audit.records import record_columns
 from decision_service.audit.tables import (
@@ -80,6 +90,15 @@ class AuditUnavailable(Exception):
     """The audit store could not commit: the decision must not be returned (HTTP 503)."""
 
 
+class CommitOutcomeUnknown(AuditUnavailable):
+    """COMMIT was sent, its answer was lost, and the store could not be reached to find out
+    whether it landed: the decisions may have been recorded (retry with the same key)."""
+
+    def __init__(self, message: str, decision_ids: list[str]) -> None:
+        super().__init__(message)
+        self.decision_ids = decision_ids
+
+
 @dataclass
 class WriterStats:
     batches: int = 0  # committed transactions
@@ -91,9 +110,15 @@ class WriterStats:
 
 @dataclass(slots=True)
 class _Pending:
-    columns: dict[str, Any]
-    rules: list[str]
+    """One request's records: committed together, or not at all."""
+
+    records: list[tuple[dict[str, Any], list[str]]]  # (columns, fired rule ids)
+    claim: idempotency.Claim | None
     future: asyncio.Future[None]
+
+
+def _records(batch: list[_Pending]) -> Iterator[tuple[dict[str, Any], list[str]]]:
+    return (record for pending in batch for record in pending.records)
 
 
 _STOP = object()
@@ -117,6 +142,7 @@ class AuditStore:
         code_version: str | None = None,
         chain_id: str | None = None,
         max_batch: int = 1000,
+        idempotency_ttl: timedelta = timedelta(hours=24),
     ) -> None:
         self.engine = writer_engine
         self.reader = reader_engine or writer_engine
@@ -133,6 +159,11 @@ class AuditStore:
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sa.Connection | None = None  # used by the writer thread only
         self._closed = False
+        self.idempotency_ttl = idempotency_ttl
+        self._keys = idempotency.KeyWriter(idempotency_ttl)
+        self._commit_sent = False  # the current batch's COMMIT went to the database
+        self._backend: tuple[int, Any] | None = None  # PostgreSQL: (pid, backend_start)
+        sa.event.listen(self.engine, "commit", self._on_commit)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -146,6 +177,7 @@ class AuditStore:
         sqlite_synchronous: SQLiteSync = "FULL",
         busy_timeout_ms: int = 5000,
         max_batch: int = 1000,
+        idempotency_ttl: timedelta = timedelta(hours=24),
     ) -> AuditStore:
         """Engines for ``database_url`` (tables created if ``create``); no writer yet."""
         writer = make_engine(
@@ -159,7 +191,13 @@ class AuditStore:
         )
         if create:
             create_tables(writer)
-        return cls(writer, reader, code_version=code_version, max_batch=max_batch)
+        return cls(
+            writer,
+            reader,
+            code_version=code_version,
+            max_batch=max_batch,
+            idempotency_ttl=idempotency_ttl,
+        )
 
     async def start(self) -> None:
         """Start the writer task (call from the event loop that will call ``append``)."""
@@ -195,14 +233,38 @@ class AuditStore:
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def append(self, request: bytes | str, decision: Decision) -> None:
-        """Record one decision; returns once it is committed, else raises AuditUnavailable."""
+    async def append(
+        self, request: bytes | str, decision: Decision, *, claim: idempotency.Claim | None = None
+    ) -> None:
+        """Record one decision; returns once it is committed, else raises AuditUnavailable
+        (``CommitOutcomeUnknown`` if it may have landed; ``KeyTaken`` if ``claim``'s key was
+        committed by another request first)."""
         if self._closed or self._queue is None:
             raise AuditUnavailable("audit store is not running")
-        columns, rules = record_columns(request, decision, self.code_version)
+        record = record_columns(request, decision, self.code_version)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(columns, rules, future))
+        self._queue.put_nowait(_Pending([record], claim, future))
         await future
+
+    async def append_many(
+        self,
+        items: Iterable[tuple[bytes | str, Decision]],
+        *,
+        claim: idempotency.Claim | None = None,
+    ) -> None:
+        """Record one request's decisions in ONE commit (all or none), like ``append``."""
+        if self._closed or self._queue is None:
+            raise AuditUnavailable("audit store is not running")
+        records = [record_columns(req, d, self.code_version) for req, d in items]
+        if not records:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(records, claim, future))
+        await future
+
+    async def find_key(self, key: str) -> idempotency.Stored | None:
+        """The unexpired record of an idempotency key (its request fingerprint and decisions)."""
+        return await asyncio.to_thread(idempotency.lookup, self.reader, key, self.idempotency_ttl)
 
     def healthy(self) -> bool:
         """The writer runs and its last commit (or ping) succeeded."""
@@ -248,33 +310,56 @@ class AuditStore:
     async def _commit(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         try:
             await loop.run_in_executor(self._executor, self._write_batch, batch)
-        except sa.exc.IntegrityError:
+        except sa.exc.IntegrityError as exc:
             if len(batch) > 1:
-                # One bad record (say, a duplicate decision_id) must not fail its neighbours:
-                # the batch was rolled back, so commit each record on its own.
+                # One bad request (say, a duplicate decision_id, or a key another worker
+                # committed first) must not fail its neighbours: the batch was rolled back, so
+                # commit each request on its own.
                 for pending in batch:
                     await self._commit(loop, [pending])
+                return
+            if batch[0].claim is not None and idempotency.is_key_conflict(exc):
+                self._resync = True
+                batch[0].future.set_exception(idempotency.KeyTaken(batch[0].claim.key))
                 return
             self._fail(batch, "record rejected by the database (duplicate decision_id?)")
             return
         except Exception as exc:
-            self._healthy = False
-            self._fail(batch, str(exc))
-            return
+            if not self._commit_sent:  # failed before COMMIT: rolled back, nothing landed
+                self._healthy = False
+                self._fail(batch, str(exc))
+                return
+            landed = await loop.run_in_executor(self._executor, self._resolve, batch)
+            if landed is None:
+                self._healthy = False
+                self._fail(batch, f"{exc}; outcome unknown", unknown=True)
+                return
+            if not landed:
+                self._fail(batch, f"{exc}; the batch did not land")
+                return
+            log.warning("commit acknowledgement lost, but the batch landed: %s", exc)
+            self._resync = True  # the chain state was not advanced: read it back
         self._healthy = True
         self.stats.batches += 1
-        self.stats.records += len(batch)
+        self.stats.records += sum(len(pending.records) for pending in batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
         for pending in batch:
             if not pending.future.done():
                 pending.future.set_result(None)
 
-    def _fail(self, batch: list[_Pending], why: str) -> None:
+    def _fail(self, batch: list[_Pending], why: str, *, unknown: bool = False) -> None:
         self._resync = True
         self.stats.failed_batches += 1
-        self.stats.failed_records += len(batch)
-        log.error("audit commit failed for %d records: %s", len(batch), why)
-        error = AuditUnavailable(f"audit store could not commit: {why}")
+        self.stats.failed_records += sum(len(pending.records) for pending in batch)
+        log.error("audit commit failed for %d requests: %s", len(batch), why)
+        error = (
+            CommitOutcomeUnknown(
+                f"audit store lost the answer to COMMIT and cannot be reached: {why}",
+                [columns["decision_id"] for columns, _ in _records(batch)],
+            )
+            if unknown
+            else AuditUnavailable(f"audit store could not commit: {why}")
+        )
         for pending in batch:
             if not pending.future.done():
                 pending.future.set_exception(error)
@@ -284,8 +369,38 @@ class AuditStore:
         return per batch cost ~150 µs); dropped after any failure, so the next batch starts
         on a fresh one."""
         if self._conn is None:
-            self._conn = self.engine.connect()
+            conn = self.engine.connect()
+            self._backend = fencing.backend_of(conn)  # who to fence if a COMMIT answer is lost
+            self._conn = conn
         return self._conn
+
+    def _on_commit(self, conn: sa.Connection) -> None:
+        if conn is self._conn:
+            self._commit_sent = True
+
+    def _resolve(self, batch: list[_Pending]) -> bool | None:
+        """Did a batch whose COMMIT answer was lost land? None: the store cannot tell us.
+
+        Runs on the writer thread, on a new connection. The old session is fenced first: while
+        its backend lives it may still commit, so it is ended and waited for; then the batch's
+        records are either there or never will be (one transaction: all or none).
+        """
+        records = list(_records(batch))
+        ids = list({records[0][0]["decision_id"], records[-1][0]["decision_id"]})
+        try:
+            with self.reader.connect() as conn:
+                if self._backend is not None and not fencing.end_backend(conn, *self._backend):
+                    return None
+                found = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(decision_table)
+                    .where(decision_table.c.decision_id.in_(ids))
+                ).scalar_one()
+                conn.rollback()
+        except Exception as exc:
+            log.error("cannot find out whether a batch landed: %s", exc)
+            return None
+        return found > 0
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -302,6 +417,7 @@ class AuditStore:
 
     def _write_batch(self, batch: list[_Pending]) -> None:
         """One transaction for the whole batch (runs on the writer thread)."""
+        self._commit_sent = False
         try:
             self._write_batch_on(self._connection(), batch)
         except BaseException:
@@ -317,9 +433,9 @@ class AuditStore:
             first_seq = seq
             rows: list[dict[str, Any]] = []
             rule_rows: list[dict[str, str]] = []
-            for pending in batch:
+            for columns, rules in _records(batch):
                 seq += 1
-                row = pending.columns.copy()
+                row = columns.copy()
                 row["chain_id"] = self.chain_id
                 row["seq"] = seq
                 row["prev_hash"] = prev_hash
@@ -328,10 +444,11 @@ class AuditStore:
                 )
                 rows.append(row)
                 decision_id = row["decision_id"]
-                rule_rows.extend({"decision_id": decision_id, "rule_id": r} for r in pending.rules)
+                rule_rows.extend({"decision_id": decision_id, "rule_id": r} for r in rules)
             bulk_insert(conn, decision_table, rows)
             if rule_rows:
                 bulk_insert(conn, decision_rule_table, rule_rows)
+            self._write_claims(conn, batch)
             head = {"last_seq": seq, "last_hash": prev_hash, "updated_at": datetime.now(UTC)}
             if first_seq == 0:
                 conn.execute(sa.insert(chain_head_table), [{"chain_id": self.chain_id, **head}])
@@ -339,6 +456,16 @@ class AuditStore:
                 conn.execute(_MOVE_HEAD, {"head_chain_id": self.chain_id, **head})
         # Committed: only now does the chain state move forward.
         self._seq, self._prev_hash, self._resync = seq, prev_hash, False
+
+    def _write_claims(self, conn: sa.Connection, batch: list[_Pending]) -> None:
+        """Idempotency keys, in the transaction of their decisions (nothing without keys)."""
+        claims = [
+            (p.claim, [columns["decision_id"] for columns, _ in p.records])
+            for p in batch
+            if p.claim is not None
+        ]
+        if claims:
+            self._keys.write(conn, claims)
 
     def _read_head(self, conn: sa.Connection) -> tuple[int, str]:
         """Where this chain stands in the database (a failed commit may still have landed)."""

@@ -4,6 +4,8 @@
 - ``decision_rule``: the rules each decision fired, for the "rule fired" filter.
 - ``ruleset_text``: every ruleset version ever used, by sha256, so replay can rebuild it.
 - ``chain_head``: the last sequence number and hash of each chain, to detect a deleted tail.
+- ``idempotency_key``: a client's Idempotency-Key → the decisions it produced, written in the
+  same commit as those decisions (see idempotency.py).
 """
 
 from __future__ import annotations
@@ -91,12 +93,28 @@ class ChainHeadRow(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class IdempotencyKeyRow(SQLModel, table=True):
+    __tablename__ = "idempotency_key"
+
+    key: str = Field(primary_key=True, max_length=255)  # the primary key decides races
+    request_sha256: str = Field(max_length=64)  # what was asked: same key, other request → 422
+    decision_ids: str = Field(sa_type=sa.Text)  # space-separated, in answer order
+    created_at: datetime = Field(sa_type=UTCDateTime, index=True)  # expiry and purge
+
+
 decision_table: sa.Table = DecisionRow.__table__  # type: ignore[assignment]
 decision_rule_table: sa.Table = DecisionRuleRow.__table__  # type: ignore[assignment]
 ruleset_text_table: sa.Table = RulesetTextRow.__table__  # type: ignore[assignment]
 chain_head_table: sa.Table = ChainHeadRow.__table__  # type: ignore[assignment]
+idempotency_key_table: sa.Table = IdempotencyKeyRow.__table__  # type: ignore[assignment]
 
-TABLES = (decision_table, decision_rule_table, ruleset_text_table, chain_head_table)
+TABLES = (
+    decision_table,
+    decision_rule_table,
+    ruleset_text_table,
+    chain_head_table,
+    idempotency_key_table,
+)
 
 
 def create_tables(engine: sa.Engine) -> None:
