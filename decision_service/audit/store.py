@@ -354,7 +354,8 @@ class AuditStore:
         log.error("audit commit failed for %d requests: %s", len(batch), why)
         error = (
             CommitOutcomeUnknown(
-                f"audit store lost the answer to COMMIT and cannot be reached: {why}",
+                "audit store lost the answer to COMMIT and cannot be reached to find out: "
+                f"the decisions may have been recorded ({why})",
                 [columns["decision_id"] for columns, _ in _records(batch)],
             )
             if unknown

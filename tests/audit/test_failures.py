@@ -11,7 +11,13 @@ from collections.abc import AsyncIterator
 import pytest
 import sqlalchemy as sa
 
-from decision_service.audit import AuditStore, AuditUnavailable, make_engine, verify
+from decision_service.audit import (
+    AuditStore,
+    AuditUnavailable,
+    CommitOutcomeUnknown,
+    make_engine,
+    verify,
+)
 from decision_service.audit.testing import sample_decision, sample_request
 from tests.audit.conftest import Database, admin_execute
 
@@ -79,22 +85,53 @@ async def test_failure_inside_the_transaction_stores_nothing_of_the_batch(
     await _recovers(store, raw, before=10)
 
 
-async def test_a_commit_reported_failed_that_did_land_keeps_the_chain_valid(
+async def test_a_commit_reported_failed_that_did_land_is_found_and_answered(
     store: AuditStore, raw: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Connection lost after COMMIT reached the server: the writer re-reads the chain head."""
+    """Connection lost after COMMIT reached the server: the writer looks (on a new connection)
+    and finds the batch, so the appends succeed and the chain goes on from the stored head.
+    (tests/test_deciding.py loses a real COMMIT answer on PostgreSQL through a proxy.)"""
     await _append_all(store, 5)
     real_write = store._write_batch
 
     def write_then_lose_the_reply(batch):
         real_write(batch)
+        store._drop_connection()  # the connection is gone with the answer
         raise ConnectionError("connection lost while reading the COMMIT reply")
 
     monkeypatch.setattr(store, "_write_batch", write_then_lose_the_reply)
-    _, results = await _append_all(store, 5)
-    assert all(isinstance(r, AuditUnavailable) for r in results)
+    ids, results = await _append_all(store, 5)
+    assert results == [None] * 5  # they landed: recorded, and answered as such
+    assert set(ids) <= _stored_ids(raw)
     monkeypatch.undo()
-    await _recovers(store, raw, before=10)  # the 5 did land: recorded, but never answered
+    await _recovers(store, raw, before=10)
+
+
+async def test_a_lost_commit_answer_the_store_cannot_resolve_may_have_been_recorded(
+    store: AuditStore, raw: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer to COMMIT is lost and the log cannot be read to find out: "may have been
+    recorded", naming the decisions; they did land, and the chain goes on."""
+    await _append_all(store, 5)
+    real_write = store._write_batch
+
+    def write_lose_the_reply_and_the_store(batch):
+        real_write(batch)
+        store._drop_connection()
+        with raw.begin() as conn:  # the log cannot be read any more
+            conn.execute(sa.text("ALTER TABLE decision RENAME TO decision_away"))
+        raise ConnectionError("connection lost while reading the COMMIT reply")
+
+    monkeypatch.setattr(store, "_write_batch", write_lose_the_reply_and_the_store)
+    ids, results = await _append_all(store, 5)
+    monkeypatch.undo()
+    assert all(isinstance(r, CommitOutcomeUnknown) for r in results)
+    assert set(results[0].decision_ids) == set(ids)
+    assert "may have been recorded" in str(results[0])
+    with raw.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE decision_away RENAME TO decision"))
+    assert set(ids) <= _stored_ids(raw)
+    await _recovers(store, raw, before=10)
 
 
 async def test_one_bad_record_does_not_fail_its_batch(store: AuditStore, raw: sa.Engine) -> None:
