@@ -26,22 +26,30 @@ UVICORN_OPTIONS: dict[str, object] = {
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    # Workers are separate processes: they read their settings from the environment.
-    for name in ("host", "port", "workers"):
-        value = getattr(args, name)
-        if value is not None:
-            os.environ[f"DECISION_{name.upper()}"] = str(value)
+    settings = _settings(args, host=args.host, port=args.port, workers=args.workers)
+    options: dict[str, object] = {
+        "host": settings.host,
+        "port": settings.port,
+        "timeout_graceful_shutdown": 10,
+        **UVICORN_OPTIONS,
+    }
+    if settings.workers == 1:
+        # One process: the app is built here from these very settings, nothing goes through
+        # the environment.
+        from decision_service.api.app import create_server_app
+
+        uvicorn.run(create_server_app(settings), **options)
+        return 0
+    # Worker processes are spawned and import the factory: they read the same sources
+    # (environment, TOML) themselves. Host, port and workers are the parent's business; only
+    # the path of a config file given on the command line has to be handed on.
     if args.config is not None:
         os.environ["DECISION_CONFIG"] = str(args.config)
-    settings = _settings(args)
     uvicorn.run(
         "decision_service.api.app:create_server_app",
         factory=True,
-        host=settings.host,
-        port=settings.port,
         workers=settings.workers,
-        timeout_graceful_shutdown=10,
-        **UVICORN_OPTIONS,
+        **options,
     )
     return 0
 
