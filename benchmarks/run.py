@@ -1171,7 +1171,7 @@ def _time_per_item(fn: Callable[[Any], Any], items: Sequence[Any], repeats: int)
 def stages_main(out: Path, n_audit: int, pg_url: str | None) -> None:
     """Time each stage of /decide on the real applications, in this (pinned) process.
 
-    The service is built by its own composition root (Service.build) in a temp directory, so
+    The service is built by its own composition root (bootstrap) in a temp directory, so
     what is timed is what the server runs. Each measurement is independent: one that fails
     (the service's internals change) is reported as an error, the others still run.
     """
@@ -1181,9 +1181,10 @@ def stages_main(out: Path, n_audit: int, pg_url: str | None) -> None:
 
     from decision_service.audit.records import record_columns
     from decision_service.audit.store import AuditStore, default_code_version
+    from decision_service.deciding import new_decision_id, utc_now
     from decision_service.pipeline import decide, versions
     from decision_service.scoring import Scorer, application_type
-    from decision_service.service import Service, new_decision_id, utc_now
+    from decision_service.service import bootstrap
     from decision_service.settings import load_settings
 
     res: dict[str, Any] = {"errors": {}}
@@ -1210,7 +1211,7 @@ def stages_main(out: Path, n_audit: int, pg_url: str | None) -> None:
                 "DATABASE_URL": f"sqlite:///{work}/svc-{engine}.db",
             }
         )
-        services[engine] = Service.build(settings)
+        services[engine] = bootstrap(settings)
     svc = services["durable_rules"]
     scorer = svc.scorer
     gc.collect()
@@ -1243,9 +1244,10 @@ def stages_main(out: Path, n_audit: int, pg_url: str | None) -> None:
             )
 
         timed(f"pipeline/{engine}", pipeline, apps)
-        timed(f"service/{engine}", service.decide, apps)  # + id, clock, snapshot, refs
+        deciding = service.deciding
+        timed(f"service/{engine}", deciding.decide, apps)  # + id, clock, snapshot, refs
         if engine == "durable_rules":
-            decisions = [service.decide(a) for a in apps]
+            decisions = [deciding.decide(a) for a in apps]
     adverse = [r for r, d in zip(rows, decisions, strict=True) if d.outcome != "approve"]
     res["adverse_fraction"] = len(adverse) / len(rows)
     timed("shap_per_call", scorer.explain, adverse)
@@ -1577,10 +1579,10 @@ def render(h: Harness, started: datetime, elapsed: float) -> str:
             ("pipeline.decide total, durable_rules", g("pipeline/durable_rules")),
             ("pipeline.decide total, compiled", g("pipeline/compiled")),
             (
-                "Service.decide total (+ id, clock, snapshot), durable_rules",
+                "Deciding.decide total (+ id, clock, snapshot), durable_rules",
                 g("service/durable_rules"),
             ),
-            ("Service.decide total (+ id, clock, snapshot), compiled", g("service/compiled")),
+            ("Deciding.decide total (+ id, clock, snapshot), compiled", g("service/compiled")),
             ("decision id + clock", g("ids_clock")),
             (f"encode the response ({g('response_bytes'):,.0f} bytes)", g("encode")),
             ("audit record columns (JSON of the decision, times)", g("audit_record")),
