@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from decision_service.access.tables import api_key_table
+
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
     """A UTC timestamp with microseconds that reads back the same on SQLite and PostgreSQL.
@@ -96,7 +98,7 @@ decision_rule_table: sa.Table = DecisionRuleRow.__table__  # type: ignore[assign
 ruleset_text_table: sa.Table = RulesetTextRow.__table__  # type: ignore[assignment]
 chain_head_table: sa.Table = ChainHeadRow.__table__  # type: ignore[assignment]
 
-TABLES = (decision_table, decision_rule_table, ruleset_text_table, chain_head_table)
+TABLES = (decision_table, decision_rule_table, ruleset_text_table, chain_head_table, api_key_table)
 
 
 def create_tables(engine: sa.Engine) -> None:
