@@ -142,7 +142,8 @@ def start_server(
     )
     server = Server(f"http://127.0.0.1:{port}", database_url, rules_dir, workdir, env, process, log)
     key_file = workdir / env.get("DECISION_ADMIN_KEY_FILE", "var/admin.key")
-    deadline = time.monotonic() + 60
+    # 180 s: a start is ~5 s alone, but over a minute on a shared CI machine under load.
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
@@ -156,7 +157,7 @@ def start_server(
             return server
         time.sleep(0.2)
     server.stop()
-    raise RuntimeError(f"server not ready in 60 s: {log.read_text()[-3000:]}")
+    raise RuntimeError(f"server not ready in 180 s: {log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
