@@ -7,7 +7,8 @@
 --   1. the JSONL file (one request body per line; required)
 --   2. think time in ms before each request on a connection (absent or 0: none); used to hold
 --      a fixed, lower rate for the latency run
--- Environment: WRK_IDS_OUT=<file> writes the decision_id of every 200 response there (one a
+-- Environment: WRK_AUTH=<Authorization header value> ("Bearer <key>") is sent on every request.
+-- WRK_IDS_OUT=<file> writes the decision_id of every 200 response there (one a
 -- line), so the harness can check each of them against the audit store (decisions lost).
 --
 -- Each thread starts at its own offset in the file. done() prints ONE line starting with
@@ -35,6 +36,10 @@ function init(args)
       error("decide.lua: pass the applications file after --")
    end
    local headers = { ["Content-Type"] = "application/json" }
+   local auth = os.getenv("WRK_AUTH")
+   if auth ~= nil and auth ~= "" then
+      headers["Authorization"] = auth
+   end
    for line in io.lines(path) do
       if #line > 0 then
          n = n + 1

@@ -114,6 +114,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# The API key each decide server wrote on its first start (port → key): wrk, the sample posts
+# and the profile load send it, so every measured /decide pays for authentication.
+AUTH_KEYS: dict[int, str] = {}
+
+
+def auth_env(port: int) -> dict[str, str]:
+    """Environment for decide.lua: the Authorization header of this server, if it has one."""
+    key = AUTH_KEYS.get(port)
+    return {"WRK_AUTH": f"Bearer {key}"} if key else {}
+
+
 def http_get(port: int, path: str, timeout: float = 2.0) -> int:
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
@@ -138,9 +149,10 @@ class Server:
         port: int,
         prefix: list[str],
         log_path: Path,
+        key_file: Path | None = None,
     ) -> None:
         self.name, self.argv, self.env, self.cwd, self.port = name, argv, env, cwd, port
-        self.prefix, self.log_path = prefix, log_path
+        self.prefix, self.log_path, self.key_file = prefix, log_path, key_file
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 90.0) -> None:
@@ -159,7 +171,11 @@ class Server:
                 raise PhaseError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
             with contextlib.suppress(OSError, http.client.HTTPException):
                 if http_get(self.port, "/health/ready") == 200:
-                    return
+                    if self.key_file is None:
+                        return
+                    if self.key_file.exists():  # the first start's admin key
+                        AUTH_KEYS[self.port] = self.key_file.read_text().strip()
+                        return
             time.sleep(0.2)
         self.stop()
         raise PhaseError(f"{self.name} not ready after {timeout:.0f}s:\n{self.tail()}")
@@ -386,7 +402,7 @@ class Wrk:
     ) -> WrkResult:
         self._n += 1
         ids_file = self.tmp / f"ids-{self._n}.txt" if collect_ids else None
-        env = dict(os.environ)
+        env = dict(os.environ) | auth_env(port)
         env["WRK_IDS_OUT"] = str(ids_file) if ids_file else ""
         argv = [
             *self.prefix,
@@ -530,6 +546,7 @@ class Harness:
 
     def decide_server(self, engine: str, store: Store, label: str) -> Server:
         port = free_port()
+        key_file = self.tmp / "keys" / f"admin-{port}.key"
         env = clean_env() | {
             "DATABASE_URL": store.url,
             "DECISION_RULES_ENGINE": engine,
@@ -538,6 +555,10 @@ class Harness:
             "DECISION_HOST": HOST,
             "DECISION_PORT": str(port),
             "DECISION_LOG_DECISIONS": "true" if self.cfg.log_decisions else "false",
+            # Authentication and the in-process limiter run on every request; the limit is set
+            # out of reach so the load generator measures speed, not the rate limit.
+            "DECISION_ADMIN_KEY_FILE": str(key_file),
+            "DECISION_RATE_LIMIT": "100000000/second",
         }
         return Server(
             f"decide ({label})",
@@ -547,6 +568,7 @@ class Harness:
             port=port,
             prefix=self.place.server,
             log_path=self.tmp / f"decide-{engine}-{store.label}-{port}.log",
+            key_file=key_file,
         )
 
     def textbook_server(self, store: Store) -> Server:
@@ -932,6 +954,7 @@ class Harness:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
+                env=dict(os.environ) | auth_env(server.port),
             )
             time.sleep(1.5)
             (main0, other0), t0 = server.thread_cpu_seconds(), time.monotonic()
@@ -1088,12 +1111,16 @@ def _pids_cpu(pids: Sequence[int]) -> float:
 def post_all(port: int, bodies: Sequence[bytes], clients: int = 8) -> dict[str, dict[str, Any]]:
     """POST every body (a few keep-alive connections); answers by application_id."""
 
+    headers = {"Content-Type": "application/json"}
+    if port in AUTH_KEYS:
+        headers["Authorization"] = f"Bearer {AUTH_KEYS[port]}"
+
     def worker(chunk: Sequence[bytes]) -> list[dict[str, Any]]:
         conn = http.client.HTTPConnection(HOST, port, timeout=30)
         out = []
         try:
             for body in chunk:
-                conn.request("POST", "/decide", body, {"Content-Type": "application/json"})
+                conn.request("POST", "/decide", body, headers)
                 resp = conn.getresponse()
                 data = resp.read()
                 if resp.status != 200:

@@ -76,6 +76,12 @@ def _audit(args: argparse.Namespace) -> int:
     return audit_cli.run(args, _settings(args))
 
 
+def _keys(args: argparse.Namespace) -> int:
+    from decision_service import keys_cli
+
+    return keys_cli.run(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="decision-service", description=__doc__)
     parser.add_argument("--config", type=Path, default=None, help="settings TOML file")
@@ -124,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model-version")
         p.add_argument("--ruleset-version")
     audit.set_defaults(func=_audit)
+
+    from decision_service.keys_cli import add_parser as add_keys_parser
+
+    add_keys_parser(sub, _keys)
     return parser
 
 

@@ -39,6 +39,19 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     otel_sample_ratio: float = 1.0
     # How long an Idempotency-Key answers retries: seconds, or a number with s, m, h or d.
     idempotency_ttl: Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]*[smhd]?$")] = "24h"
+    # Access control (decision_service/access/): API keys, roles, limits.
+    admin_key_file: Path = Path("var/admin.key")  # first start with no keys writes one here
+    key_refresh_seconds: float = 0.5  # each worker re-reads the keys: revocation takes ≤ 1 s
+    key_last_used_seconds: float = 60.0  # "last used" written at most this often per key
+    rate_limit: str = "200/second"  # per key, token bucket: N/second|minute|hour
+    rate_limit_decider: str | None = None  # per-role overrides of rate_limit
+    rate_limit_analyst: str | None = None
+    rate_limit_auditor: str | None = None
+    rate_limit_admin: str | None = None
+    redis_url: str | None = None  # set: buckets shared by every worker and replica
+    max_body_bytes: int = 65536  # 413 above this, on every route, before the body is read
+    metrics_public: bool = True  # /metrics without a key (scrapers); false: analyst/auditor
+    cors_origins: str = ""  # comma-separated allowed origins; empty: no CORS headers at all
 
     @property
     def model_dir(self) -> Path:

@@ -6,12 +6,20 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+import structlog
+from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp
 
+from decision_service.access.bootstrap import ensure_first_key
+from decision_service.access.cache import KeyCache
+from decision_service.api.auth import AccessMiddleware, role_guard
 from decision_service.api.decide import Decider, decide_handler, fast_path
 from decision_service.api.decisions import decision_handlers
+from decision_service.api.gate import build_gate
+from decision_service.api.headers import add_security_headers
+from decision_service.api.keys import key_handlers
 from decision_service.api.metrics import Metrics
 from decision_service.api.operations import operation_handlers
 from decision_service.observability import configure_logging
@@ -19,12 +27,16 @@ from decision_service.replay import Replayer
 from decision_service.service import bootstrap
 from decision_service.settings import Settings, load_settings
 
+log = structlog.get_logger("decision_service.access")
+
 
 def create_server_app(settings: Settings | None = None) -> ASGIApp:
     """What `decision-service serve` runs: the Litestar app, with POST /decide served on the
-    ASGI fast path (same Decider, no framework objects per request)."""
+    ASGI fast path (same Decider, same Gate, no framework objects per request)."""
     app = create_app(settings)
-    return fast_path(app, app.state["decider"])
+    if app.cors_config is not None:
+        return app  # CORS answers come from Litestar's middleware: keep /decide on the route
+    return fast_path(app, app.state["decider"], app.state["gate"])
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -34,9 +46,26 @@ def create_app(settings: Settings | None = None) -> Litestar:
     metrics = Metrics()
     replayer = Replayer(settings.models_dir, service.store)
     decider = Decider(service, metrics)
+    created = ensure_first_key(service.store.engine, settings.admin_key_file)
+    if created is not None:
+        log.warning(
+            "first_admin_key_created",
+            file=str(created.resolve()),
+            hint="no API key existed: an admin key was written to this file (owner-only); "
+            "make role keys with `decision-service keys create`",
+        )
+    keys = KeyCache(
+        service.store.reader,
+        service.store.engine,
+        refresh=settings.key_refresh_seconds,
+        last_used=settings.key_last_used_seconds,
+    )
+    gate = build_gate(settings, keys)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        keys.start()
         await service.start()
         gc.collect()
         gc.freeze()  # long-lived start-up objects leave the GC's working set: shorter pauses
@@ -44,6 +73,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             yield
         finally:
             replayer.close()
+            keys.close()
+            await gate.limiter.close()
             await service.stop()
 
     return Litestar(
@@ -51,14 +82,27 @@ def create_app(settings: Settings | None = None) -> Litestar:
             decide_handler(decider),
             *decision_handlers(service, replayer),
             *operation_handlers(service, metrics),
+            *key_handlers(service.store.engine),
         ],
         lifespan=[lifespan],
+        # Access control: one middleware + one guard, both reading each route's opt["roles"].
+        middleware=[AccessMiddleware(gate)],
+        guards=[role_guard],
+        before_send=[add_security_headers],
+        request_max_body_size=settings.max_body_bytes,
+        cors_config=CORSConfig(
+            allow_origins=origins,
+            allow_headers=["authorization", "content-type"],
+            allow_methods=["GET", "POST"],
+        )
+        if origins
+        else None,
         openapi_config=OpenAPIConfig(
             title="decision-service",
             version="1.0.0",
             description="Real-time loan underwriting decisions with a tamper-evident audit log.",
-            path="/schema",
+            openapi_router=Router(path="/schema", route_handlers=[], opt={"roles": ["public"]}),
         ),
-        state={"service": service, "decider": decider},
+        state={"service": service, "decider": decider, "gate": gate},
         logging_config=None,  # ours (observability.py): JSON lines, no per-request access log
     )

@@ -22,6 +22,8 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 
 from decision_service.api.errors import error_body
+from decision_service.api.gate import JSON_TYPES, BodyTooLarge, Disconnected, Gate, send_reply
+from decision_service.api.headers import security_headers
 from decision_service.api.metrics import Metrics
 from decision_service.api.openapi import request_body_operation
 from decision_service.audit import AuditUnavailable, CommitOutcomeUnknown, idempotency
@@ -50,6 +52,8 @@ EXAMPLE = {
     "amount": 2000.0,
     "price": 2985.0,
 }
+# Who may call /decide: the route's `opt`, read by the gate on both paths (route, fast path).
+DECIDE_OPT: dict[str, Any] = {"roles": ["decider"]}
 
 
 def _explain_asked(query: bytes) -> bool:
@@ -259,6 +263,7 @@ def decide_handler(decider: Decider) -> Any:
         operation_class=request_body_operation(
             decider.app_type, EXAMPLE, {"explain": "Model reason codes on approvals too"}
         ),
+        opt=DECIDE_OPT,
     )
     async def decide(request: Request) -> Response:
         status, content, headers = await decider.respond(
@@ -274,28 +279,38 @@ def decide_handler(decider: Decider) -> Any:
     return decide
 
 
-def fast_path(app: ASGIApp, decider: Decider) -> ASGIApp:
+def fast_path(app: ASGIApp, decider: Decider, gate: Gate) -> ASGIApp:
     """POST /decide straight from ASGI; everything else (and lifespan) through Litestar.
 
     Litestar's routing, request and response objects cost ~55 µs per request, about as much
     as scoring, SHAP and the compiled rules together; the other endpoints keep all of it.
+    Not a second door: the same Gate as the Litestar middleware admits the request (key, role
+    from DECIDE_OPT, rate, size, content type), reads the body under the same limit, and the
+    same security headers go on every answer.
     """
+    roles = DECIDE_OPT["roles"]
+    content_types = DECIDE_OPT.get("content_types", JSON_TYPES)
+    secure = security_headers("/decide")
     json_type = (b"content-type", b"application/json")
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != "/decide" or scope["method"] != "POST":
             await app(scope, receive, send)
             return
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
+        denied = await gate.admit(scope, roles, content_types)
+        if denied is None:
+            try:
+                body = await gate.read_body(receive)
+            except Disconnected:
                 return
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
+            except BodyTooLarge as exc:
+                denied = exc.reply
+        if denied is not None:
+            await send_reply(send, denied, secure)
+            return
         try:
             status, content, headers = await decider.respond(
-                b"".join(chunks), scope["query_string"], scope["headers"]
+                body, scope["query_string"], scope["headers"]
             )
         except Exception:
             log.exception("decide_failed")
@@ -304,7 +319,12 @@ def fast_path(app: ASGIApp, decider: Decider) -> ASGIApp:
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [json_type, (b"content-length", str(len(content)).encode()), *headers],
+                "headers": [
+                    json_type,
+                    (b"content-length", str(len(content)).encode()),
+                    *headers,
+                    *secure,
+                ],
             }
         )
         await send({"type": "http.response.body", "body": content})

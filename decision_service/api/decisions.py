@@ -16,6 +16,7 @@ from decision_service.audit.queries import MAX_LIMIT
 from decision_service.replay import Replayer, ReplayError
 from decision_service.service import Service
 
+AUDITOR = {"roles": ["auditor"]}  # personal data: auditors (and admin) only
 _RECORD_FIELDS = ("chain_id", "seq", "prev_hash", "record_hash", "code_version")
 
 
@@ -31,14 +32,19 @@ def record_view(stored: StoredDecision) -> dict[str, Any]:
 def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
     store = service.store
 
-    @get("/decisions/{decision_id:str}", tags=["audit"], summary="One stored decision")
+    @get("/decisions/{decision_id:str}", tags=["audit"], summary="One stored decision", opt=AUDITOR)
     async def get_decision(decision_id: FromPath[str]) -> Response:
         stored = await store.get(decision_id)
         if stored is None:
             return error(404, f"no decision {decision_id}")
         return json_response(record_view(stored))
 
-    @get("/decisions", tags=["audit"], summary="Find decisions (filters, cursor pagination)")
+    @get(
+        "/decisions",
+        tags=["audit"],
+        summary="Find decisions (filters, cursor pagination)",
+        opt=AUDITOR,
+    )
     async def list_decisions(
         from_: Annotated[datetime | None, QueryParameter(name="from")] = None,
         to: FromQuery[datetime | None] = None,
@@ -72,6 +78,7 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         tags=["audit"],
         status_code=200,
         summary="Re-decide with the recorded model and ruleset versions",
+        opt=AUDITOR,
     )
     async def replay(decision_id: FromPath[str]) -> Response:
         stored = await store.get(decision_id)
@@ -83,7 +90,12 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
             return error(409, f"cannot replay: {exc}")
         return json_response(result)
 
-    @get("/audit/verify", tags=["audit"], summary="Walk the hash chains; name the first break")
+    @get(
+        "/audit/verify",
+        tags=["audit"],
+        summary="Walk the hash chains; name the first break",
+        opt=AUDITOR,
+    )
     async def verify() -> Response:
         return json_response(await store.verify())
 

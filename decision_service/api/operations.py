@@ -10,9 +10,21 @@ from decision_service.api.errors import error, json_response
 from decision_service.api.metrics import Metrics
 from decision_service.service import Service
 
+PUBLIC = {"roles": ["public"]}
+ANALYST = {"roles": ["analyst"]}
+ADMIN = {"roles": ["admin"]}
+
 
 def operation_handlers(service: Service, metrics: Metrics) -> list[Any]:
-    @get("/rules", tags=["rules"], summary="The active ruleset: name, version, sha256, engine")
+    # Scrapers usually carry no key; a setting closes /metrics to analysts and auditors.
+    metrics_opt = PUBLIC if service.settings.metrics_public else {"roles": ["analyst", "auditor"]}
+
+    @get(
+        "/rules",
+        tags=["rules"],
+        summary="The active ruleset: name, version, sha256, engine",
+        opt=ANALYST,
+    )
     async def active_rules() -> Response:
         return json_response(service.rules_status())
 
@@ -21,6 +33,7 @@ def operation_handlers(service: Service, metrics: Metrics) -> list[Any]:
         tags=["rules"],
         status_code=200,
         summary="Parse, compile and test the rule files; swap only if all pass",
+        opt=ADMIN,
     )
     async def reload_rules() -> Response:
         ok, detail = await service.reload_rules()
@@ -34,7 +47,7 @@ def operation_handlers(service: Service, metrics: Metrics) -> list[Any]:
             )
         return json_response(service.rules_status())
 
-    @get("/health/live", tags=["health"], summary="The process is up")
+    @get("/health/live", tags=["health"], summary="The process is up", opt=PUBLIC)
     async def live() -> Response:
         return json_response({"status": "live"})
 
@@ -42,6 +55,7 @@ def operation_handlers(service: Service, metrics: Metrics) -> list[Any]:
         "/health/ready",
         tags=["health"],
         summary="Ready only when model, rules and audit store are all usable",
+        opt=PUBLIC,
     )
     async def ready() -> Response:
         checks = await service.readiness()
@@ -50,7 +64,7 @@ def operation_handlers(service: Service, metrics: Metrics) -> list[Any]:
             {"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503
         )
 
-    @get("/metrics", tags=["health"], summary="Prometheus exposition")
+    @get("/metrics", tags=["health"], summary="Prometheus exposition", opt=metrics_opt)
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from decision_service.access.tables import api_key_table
+
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
     """A UTC timestamp with microseconds that reads back the same on SQLite and PostgreSQL.
@@ -114,6 +116,7 @@ TABLES = (
     ruleset_text_table,
     chain_head_table,
     idempotency_key_table,
+    api_key_table,
 )
 
 

@@ -20,8 +20,13 @@ def test_litestar_route_decides_records_and_rejects(tmp_path: Path, application_
         rules_watch=False,
         models_dir=ROOT / "models",
         rules_dir=ROOT / "rules",
+        admin_key_file=tmp_path / "admin.key",
     )
-    with TestClient(create_app(settings)) as client:
+    app = create_app(settings)
+    key = (tmp_path / "admin.key").read_text().strip()
+    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    with TestClient(app) as client:
+        client.headers.update(headers)
         r = client.post("/decide?explain=1", content=application_lines[1])
         assert r.status_code == 200
         decision = r.json()

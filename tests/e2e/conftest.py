@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -28,9 +28,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ROLES = ("decider", "analyst", "auditor", "admin")
+
+
 @dataclass
 class Server:
-    """A running `decision-service serve` and what it was started with."""
+    """A running `decision-service serve` and what it was started with.
+
+    `client()` authenticates with the admin key the first start wrote (admin may call every
+    route); `client(role)` with a key of that role, made once per server over POST /keys;
+    `anonymous()` sends no key."""
 
     url: str
     database_url: str
@@ -39,9 +46,46 @@ class Server:
     env: dict[str, str]
     process: subprocess.Popen[bytes]
     log: Path
+    admin_key: str = ""
+    keys: dict[str, str] = field(default_factory=dict)
 
-    def client(self) -> httpx.Client:
+    def client(self, role: str = "admin") -> httpx.Client:
+        return self.client_with_key(self.key_for(role))
+
+    def client_with_key(self, key: str) -> httpx.Client:
+        headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+        return httpx.Client(base_url=self.url, timeout=30, headers=headers)
+
+    def anonymous(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
+
+    def key_for(self, role: str) -> str:
+        if role == "admin" and not self.keys.get("admin"):
+            self.keys["admin"] = self.admin_key
+        if role not in self.keys:
+            self.keys[role] = self.new_key(role, f"e2e-{role}-{uuid.uuid4().hex[:8]}")
+        return self.keys[role]
+
+    def new_key(self, role: str, name: str) -> str:
+        """Make a key over the admin API and wait until every worker accepts it (≤ 1 s)."""
+        with self.client_with_key(self.admin_key) as c:
+            r = c.post("/keys", json={"name": name, "role": role})
+            assert r.status_code == 201, r.text
+        key = r.json()["key"]
+        self.wait_for_key(key, accepted=True)
+        return key
+
+    def wait_for_key(self, key: str, *, accepted: bool, timeout: float = 10.0) -> None:
+        """Until a fresh connection (any worker) sees the key as known (or as unknown):
+        GET /keys answers 401 to an unknown key and 403/200 to a known one."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.client_with_key(key) as c:
+                known = c.get("/keys").status_code != 401
+            if known == accepted:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"key not {'accepted' if accepted else 'refused'} in {timeout} s")
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run `decision-service …` against the same settings as the server."""
@@ -65,9 +109,16 @@ class Server:
 
 
 def start_server(
-    workdir: Path, database_url: str, *, workers: int = 1, extra_env: dict[str, str] | None = None
+    workdir: Path,
+    database_url: str,
+    *,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    admin_key: str | None = None,
 ) -> Server:
-    """Start the service from a copy of the repo's models/ and rules/ in `workdir`."""
+    """Start the service from a copy of the repo's models/ and rules/ in `workdir`.
+
+    On a database that already has keys (another server's), pass that server's `admin_key`."""
     rules_dir = workdir / "rules"
     if not rules_dir.exists():
         shutil.copytree(ROOT / "rules", rules_dir)
@@ -90,18 +141,23 @@ def start_server(
         stderr=subprocess.STDOUT,
     )
     server = Server(f"http://127.0.0.1:{port}", database_url, rules_dir, workdir, env, process, log)
-    deadline = time.monotonic() + 60
+    key_file = workdir / env.get("DECISION_ADMIN_KEY_FILE", "var/admin.key")
+    # 180 s: a start is ~5 s alone, but over a minute on a shared CI machine under load.
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
         try:
-            if httpx.get(server.url + "/health/ready", timeout=1).status_code == 200:
-                return server
+            ready = httpx.get(server.url + "/health/ready", timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
+            ready = False
+        # The first start wrote the admin key (a restart on the same database keeps it).
+        if ready and (admin_key or key_file.exists()):
+            server.admin_key = admin_key or key_file.read_text().strip()
+            return server
         time.sleep(0.2)
     server.stop()
-    raise RuntimeError(f"server not ready in 60 s: {log.read_text()[-3000:]}")
+    raise RuntimeError(f"server not ready in 180 s: {log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -14,13 +14,14 @@ from tests.e2e.conftest import start_server
 
 
 def test_no_decision_leaves_without_its_record(database_url, application_lines, tmp_path):
-    server = start_server(tmp_path, database_url)
+    # Six clients at full speed on one key: no rate limit here (tests/e2e/test_access.py has it).
+    server = start_server(tmp_path, database_url, extra_env={"DECISION_RATE_LIMIT": "off"})
     engine = sa.create_engine(database_url)
     stop = threading.Event()
     results: list[tuple[str, int, str | None]] = []
 
     def load(worker: int) -> None:
-        with httpx.Client(base_url=server.url, timeout=30) as c:
+        with server.client() as c:
             i = 0
             while not stop.is_set():
                 line = application_lines[(worker * 97 + i) % len(application_lines)]

@@ -1,0 +1,76 @@
+"""Key management over HTTP (admin only); the same functions as `decision-service keys`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from litestar import Request, Response, get, post
+from litestar.params import FromPath
+
+from decision_service.access.keys import KeyInfo, KeyRefused, create_key, list_keys, revoke_key
+from decision_service.api.errors import error, json_response
+
+ADMIN_ONLY = {"roles": ["admin"]}
+
+
+class NewKey(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    role: str
+
+
+def key_view(k: KeyInfo) -> dict[str, Any]:
+    return {
+        "name": k.name,
+        "role": k.role,
+        "created_at": k.created_at,
+        "last_used_at": k.last_used_at,
+        "revoked_at": k.revoked_at,
+    }
+
+
+def key_handlers(engine: sa.Engine) -> list[Any]:
+    @get(
+        "/keys",
+        tags=["keys"],
+        summary="API keys: name, role, created, last used, revoked",
+        opt=ADMIN_ONLY,
+    )
+    async def keys() -> Response:
+        return json_response([key_view(k) for k in await asyncio.to_thread(list_keys, engine)])
+
+    @post(
+        "/keys",
+        tags=["keys"],
+        status_code=201,
+        opt=ADMIN_ONLY,
+        summary="Make a key: the answer is the only time the key is shown",
+    )
+    async def make_key(request: Request) -> Response:
+        try:
+            wanted = msgspec.json.decode(await request.body(), type=NewKey)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            return error(422, f'expected {{"name": …, "role": …}}: {exc}')
+        try:
+            key = await asyncio.to_thread(create_key, engine, wanted.name, wanted.role)
+        except KeyRefused as exc:
+            return error(409 if "exists" in str(exc) else 422, str(exc))
+        return json_response({"name": wanted.name, "role": wanted.role, "key": key}, 201)
+
+    @post(
+        "/keys/{name:str}/revoke",
+        tags=["keys"],
+        status_code=200,
+        opt=ADMIN_ONLY,
+        summary="Revoke a key (every worker refuses it within a second)",
+    )
+    async def revoke(name: FromPath[str]) -> Response:
+        try:
+            info = await asyncio.to_thread(revoke_key, engine, name)
+        except KeyRefused as exc:
+            return error(404, str(exc))
+        return json_response(key_view(info))
+
+    return [keys, make_key, revoke]
