@@ -25,7 +25,7 @@ from decision_service.api.openapi import request_body_operation
 from decision_service.audit import AuditUnavailable
 from decision_service.decision import Decision
 from decision_service.scoring import application_type
-from decision_service.scoring.application import field_errors
+from decision_service.scoring.application import ApplicationDecoder, InvalidApplication
 from decision_service.service import Service
 
 log = structlog.get_logger("decision_service.decide")
@@ -110,7 +110,7 @@ class Decider:
     def __init__(self, service: Service, metrics: Metrics) -> None:
         self.service, self.metrics = service, metrics
         self.app_type = application_type(service.scorer.card)
-        self._decode = msgspec.json.Decoder(self.app_type).decode
+        self._decode = ApplicationDecoder(self.app_type)
         self._encode = msgspec.json.Encoder().encode
         self._tracing = service.settings.otel_exporter != "none"
 
@@ -119,9 +119,9 @@ class Decider:
         start_wall, t0 = time_ns(), perf_counter_ns()
         try:
             app = self._decode(body)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except InvalidApplication as exc:
             metrics.rejected.inc()
-            errors = msgspec.to_builtins(field_errors(self.app_type, body))
+            errors = msgspec.to_builtins(exc.errors)
             return _error(422, "invalid application; nothing was decided", errors=errors)
         timings = {"validate": (perf_counter_ns() - t0) // 1000}
         caller = _caller_context(headers)
