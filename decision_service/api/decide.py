@@ -30,7 +30,7 @@ from decision_service.audit import AuditUnavailable, CommitOutcomeUnknown, idemp
 from decision_service.deciding import Ask, IdempotencyConflict
 from decision_service.decision import Decision
 from decision_service.scoring import application_type
-from decision_service.scoring.application import field_errors
+from decision_service.scoring.application import ApplicationDecoder, InvalidApplication
 from decision_service.service import Service
 
 log = structlog.get_logger("decision_service.decide")
@@ -141,7 +141,7 @@ class Decider:
         self.service, self.metrics = service, metrics
         self.deciding = service.deciding
         self.app_type = application_type(service.scorer.card)
-        self._decode = msgspec.json.Decoder(self.app_type).decode
+        self._decode = ApplicationDecoder(self.app_type)
         self._encode = msgspec.json.Encoder().encode
         self._tracing = service.settings.otel_exporter != "none"
 
@@ -155,9 +155,9 @@ class Decider:
             return _error(400, f"{exc}; nothing was decided")
         try:
             app = self._decode(body)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except InvalidApplication as exc:
             metrics.rejected.inc()
-            errors = msgspec.to_builtins(field_errors(self.app_type, body))
+            errors = msgspec.to_builtins(exc.errors)
             return _error(422, "invalid application; nothing was decided", errors=errors)
         timings = {"validate": (perf_counter_ns() - t0) // 1000}
         caller = _caller_context(headers)

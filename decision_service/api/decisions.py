@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -12,12 +13,13 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from decision_service.api.errors import error, json_response
 from decision_service.audit import Filters, InvalidCursor, StoredDecision
-from decision_service.audit.queries import MAX_LIMIT
+from decision_service.audit.queries import DECISION_ID_PATTERN, MAX_LIMIT
 from decision_service.replay import Replayer, ReplayError
 from decision_service.service import Service
 
 AUDITOR = {"roles": ["auditor"]}  # personal data: auditors (and admin) only
 _RECORD_FIELDS = ("chain_id", "seq", "prev_hash", "record_hash", "code_version")
+_is_decision_id = re.compile(DECISION_ID_PATTERN).match
 
 
 def record_view(stored: StoredDecision) -> dict[str, Any]:
@@ -34,7 +36,7 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
 
     @get("/decisions/{decision_id:str}", tags=["audit"], summary="One stored decision", opt=AUDITOR)
     async def get_decision(decision_id: FromPath[str]) -> Response:
-        stored = await store.get(decision_id)
+        stored = await store.get(decision_id) if _is_decision_id(decision_id) else None
         if stored is None:
             return error(404, f"no decision {decision_id}")
         return json_response(record_view(stored))
@@ -56,15 +58,22 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = 100,
         cursor: FromQuery[str | None] = None,
     ) -> Response:
-        filters = Filters(
-            from_=from_,
-            to=to,
-            application_id=application_id,
-            outcome=outcome,
-            rule=rule,
-            model_version=model_version,
-            ruleset_version=ruleset_version,
-        )
+        try:
+            filters = msgspec.convert(
+                {
+                    "from": from_,
+                    "to": to,
+                    "application_id": application_id,
+                    "outcome": outcome,
+                    "rule": rule,
+                    "model_version": model_version,
+                    "ruleset_version": ruleset_version,
+                },
+                Filters,
+                from_attributes=False,
+            )
+        except msgspec.ValidationError as exc:
+            return error(400, f"invalid filter: {exc}")
         try:
             found = await store.page(filters, limit=limit, cursor=cursor)
         except InvalidCursor as exc:
@@ -81,7 +90,7 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         opt=AUDITOR,
     )
     async def replay(decision_id: FromPath[str]) -> Response:
-        stored = await store.get(decision_id)
+        stored = await store.get(decision_id) if _is_decision_id(decision_id) else None
         if stored is None:
             return error(404, f"no decision {decision_id}")
         try:

@@ -12,7 +12,7 @@ import csv
 import io
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import sqlalchemy as sa
@@ -30,19 +30,29 @@ class InvalidCursor(ValueError):
     """The pagination cursor was not one this service issued."""
 
 
+# A filter value: printable, bounded. PostgreSQL refuses NUL in text (a 500 before this), and
+# no id or version this service writes is longer or holds control characters.
+FilterText = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+# Decision ids are UUIDv7 in canonical form; anything else cannot be one of ours.
+DECISION_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
 class Filters(msgspec.Struct, frozen=True, kw_only=True):
     """The filters of ``GET /decisions`` and ``audit export`` (all optional, combined with AND).
 
-    ``from_`` (``from`` in JSON / query strings) is inclusive, ``to`` exclusive.
+    ``from_`` (``from`` in JSON / query strings) is inclusive, ``to`` exclusive. Build it with
+    ``msgspec.convert`` from untrusted input so the constraints are checked.
     """
 
     from_: datetime | None = msgspec.field(default=None, name="from")
     to: datetime | None = None  # naive datetimes are taken as UTC
-    application_id: str | None = None
-    outcome: str | None = None
-    rule: str | None = None  # id of a rule that fired
-    model_version: str | None = None
-    ruleset_version: str | None = None
+    application_id: FilterText | None = None
+    outcome: FilterText | None = None
+    rule: FilterText | None = None  # id of a rule that fired
+    model_version: FilterText | None = None
+    ruleset_version: FilterText | None = None
 
 
 class StoredDecision(msgspec.Struct, frozen=True):
