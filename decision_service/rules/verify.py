@@ -1,0 +1,581 @@
+"""Static verification of a ruleset: interval and category reasoning over the fact schema.
+
+Every condition (a rule's `when`, a table row's cells) is put in negation normal form (exact
+under three-valued logic) and expanded to a disjunction of conjunctions of atoms. An atom that
+compares one field with constants (`x < c`, `x in [..]`, `x == "a"`, `x is missing`) is *simple*:
+its truth is constant between consecutive constants of that field. So for every question we
+build, per field, one representative value for each cell of the partition its constants make
+(each constant, a value strictly between neighbours — an integer for integer fields, none if
+there is none —, one below and one above, `missing` where the field may be missing, every
+category code, true/false) and search that finite grid: the answers are exact.
+
+Atoms over several fields or with arithmetic (`age + term / 12 > 75`, `amount > price`) are
+*opaque*: they are evaluated for real on candidate points, so any problem found is real, but a
+search that finds nothing involving them says "cannot decide" instead of guessing.
+
+Each finding carries a witness: the facts, as the stage sees them (input fields plus fields
+derived by earlier stages), on which the problem shows. Findings of the real engines
+(`tests/rules/test_verify.py`) reproduce every witness.
+
+Domain: input fields are present unless the model card allows them missing; model outputs
+(pd) are always present; a derived field may be missing unless an earlier-stage `complete`
+table sets it in every row; a derived category takes only the values rules and tables set.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from decision_service.rules import expressions as ex
+from decision_service.rules.language import Rule, Ruleset
+from decision_service.rules.schema import FieldType
+
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "missing"})()
+MAX_TERMS = 256  # disjuncts per condition before we give up ("cannot decide")
+BUDGET = 200_000  # search nodes per question
+
+
+class _Undecided(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # error | warning
+    kind: str  # overlap | gap | never | preempted | always | undecided | conflict-test
+    file: str
+    line: int
+    column: int
+    id: str
+    message: str
+    stage: int
+    witness: dict[str, Any] | None = None  # field → value or MISSING; None: no witness
+    rows: tuple[str, ...] = ()  # rule/row ids involved (for tests and tools)
+
+    def facts(self) -> dict[str, Any]:
+        """The witness as facts an engine can evaluate (missing fields left out)."""
+        return {k: v for k, v in (self.witness or {}).items() if v is not MISSING}
+
+    def __str__(self) -> str:
+        if self.witness is None:
+            w = "none"
+        else:
+            w = "{" + ", ".join(f"{k}: {_show(v)}" for k, v in self.witness.items()) + "}"
+        where = f"{self.file}:{self.line}:{self.column}"
+        return f"{where}: {self.id}: {self.severity}: {self.message}; witness: {w}"
+
+
+def _show(v: Any) -> str:
+    if v is MISSING:
+        return "missing"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    return repr(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# Atoms and terms
+
+
+@dataclass(frozen=True, eq=False)
+class Atom:
+    node: ex.Node
+    fields: tuple[str, ...]
+    simple: bool  # one field compared with constants
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def true_on(self, value: Any) -> bool:
+        """Truth of a simple atom when its one field has `value` (MISSING: absent)."""
+        key = (type(value), value) if value is not MISSING else ("m",)
+        hit = self._cache.get(key)
+        if hit is None:
+            facts = {} if value is MISSING else {self.fields[0]: value}
+            hit = ex.truth(self.node, facts) is True
+            self._cache[key] = hit
+        return hit
+
+    def constants(self) -> list[Any]:
+        return [lit.value for lit in _literals(self.node)]
+
+
+def _literals(n: ex.Node) -> list[ex.Lit]:
+    if isinstance(n, ex.Lit):
+        return [n]
+    if isinstance(n, ex.In):
+        return [*_literals(n.operand), *n.values]
+    if isinstance(n, ex.Cmp | ex.Arith):
+        return [*_literals(n.left), *_literals(n.right)]
+    if isinstance(n, ex.Neg | ex.Missing):
+        return _literals(n.operand)
+    if isinstance(n, ex.Call):
+        return [x for a in n.args for x in _literals(a)]
+    return []
+
+
+def _is_simple(n: ex.Node) -> bool:
+    if isinstance(n, ex.Missing):
+        return isinstance(n.operand, ex.Field)
+    if isinstance(n, ex.In):
+        return isinstance(n.operand, ex.Field)
+    if isinstance(n, ex.Cmp):
+        return (isinstance(n.left, ex.Field) and isinstance(n.right, ex.Lit)) or (
+            isinstance(n.right, ex.Field) and isinstance(n.left, ex.Lit)
+        )
+    return False
+
+
+Term = tuple[Atom, ...]
+
+
+def _dnf(n: ex.Node, atoms: dict[str, Atom]) -> list[Term]:
+    if isinstance(n, ex.Or):
+        out: list[Term] = []
+        for i in n.items:
+            out += _dnf(i, atoms)
+            if len(out) > MAX_TERMS:
+                raise _Undecided("the condition has too many alternatives")
+        return out
+    if isinstance(n, ex.And):
+        acc: list[Term] = [()]
+        for i in n.items:
+            acc = [a + b for a in acc for b in _dnf(i, atoms)]
+            if len(acc) > MAX_TERMS:
+                raise _Undecided("the condition has too many alternatives")
+        return acc
+    key = ex.unparse(n)
+    atom = atoms.get(key)
+    if atom is None:
+        atom = Atom(n, tuple(ex.fields_of(n)), _is_simple(n))
+        atoms[key] = atom
+    return [(atom,)]
+
+
+def terms_of(node: ex.Node, atoms: dict[str, Atom]) -> list[Term]:
+    """T(condition) as a disjunction of conjunctions of atoms (exact, three-valued)."""
+    return _dnf(ex.to_nnf(node), atoms)
+
+
+# ---------------------------------------------------------------------------------------------
+# The space of facts one stage sees
+
+
+class Space:
+    def __init__(self, ruleset: Ruleset, stage: int) -> None:
+        schema = ruleset.schema
+        self.types: dict[str, FieldType] = dict(schema.fields)
+        self.may_miss: dict[str, bool] = {
+            f: f in schema.optional and f not in _ALWAYS for f in schema.fields
+        }
+        for f, t in ruleset.derived.items():
+            if ruleset.derived_stage[f] < stage:
+                self.types[f] = t
+                self.may_miss[f] = not _always_set(ruleset, f)
+
+    def grid(self, f: str, atoms: Iterable[Atom]) -> list[Any]:
+        t = self.types[f]
+        tail = [MISSING] if self.may_miss.get(f, True) else []
+        if t.kind == "category":
+            return [*t.values, *tail]
+        if t.kind == "boolean":
+            return [True, False, *tail]
+        consts: set[float] = set()
+        opaque = False
+        for a in atoms:
+            for c in a.constants():
+                if isinstance(c, int | float) and not isinstance(c, bool):
+                    consts.add(c)
+            opaque = opaque or not a.simple
+        if opaque:  # heuristic candidates for arithmetic: still checked for real
+            consts |= {0, 1, -1, 2, 10, 100, 1000, 10_000, 1_000_000}
+            consts |= {c + d for c in list(consts) for d in (-1, 1)}
+        return [*_representatives(sorted(consts), t.integer), *tail]
+
+
+_ALWAYS = {"pd"}  # model outputs: present whenever rules run
+
+
+def _always_set(ruleset: Ruleset, fname: str) -> bool:
+    """A derived field set in every row of an earlier complete table is never missing."""
+    for t in ruleset.tables:
+        if not t.complete or t.aggregate or t.stage != ruleset.derived_stage[fname]:
+            continue
+        if all(fname in r.set or fname in r.compute for r in t.rows):
+            return True
+    return False
+
+
+def _representatives(consts: list[float], integer: bool) -> list[Any]:
+    """One value in every cell of the partition of the line the constants make."""
+    if not consts:
+        return [0]
+    out: list[Any] = []
+
+    def below(c: float) -> Any:
+        return math.ceil(c) - 1 if integer else c - max(1.0, abs(c))
+
+    def above(c: float) -> Any:
+        return math.floor(c) + 1 if integer else c + max(1.0, abs(c))
+
+    out.append(below(consts[0]))
+    for i, c in enumerate(consts):
+        if not integer or float(c).is_integer():
+            out.append(int(c) if integer else c)
+        if i + 1 < len(consts):
+            nxt = consts[i + 1]
+            if integer:
+                v = math.floor(c) + 1
+                if v < nxt:
+                    out.append(v)
+            else:
+                m = c / 2 + nxt / 2
+                if c < m < nxt:
+                    out.append(m)
+    out.append(above(consts[-1]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The one search: a point where every `must` atom is true and no `avoid` term is
+
+
+@dataclass
+class Result:
+    point: dict[str, Any] | None
+    decided: bool  # False: nothing found, but opaque atoms or the budget leave it open
+
+
+def find(space: Space, must: Iterable[Atom], avoid: list[Term], budget: int = BUDGET) -> Result:
+    must = list(must)
+    opaque_must = [a for a in must if not a.simple]
+    by_field: dict[str, list[Atom]] = {}
+    for a in must:
+        if a.simple:
+            by_field.setdefault(a.fields[0], []).append(a)
+    uncertain = bool(opaque_must) or any(not a.simple for t in avoid for a in t)
+    involved: dict[str, list[Atom]] = {}
+    for a in [*must, *(x for t in avoid for x in t)]:
+        for f in a.fields:
+            involved.setdefault(f, []).append(a)
+    # most constrained fields first: they prune the most
+    fields = sorted(involved, key=lambda f: (-len(by_field.get(f, ())), -len(involved[f]), f))
+    grids = {f: space.grid(f, involved[f]) for f in fields}
+    avoid_simple = [
+        ({f: [a for a in t if a.simple and a.fields[0] == f] for f in fields}, t) for t in avoid
+    ]
+    remaining0 = [sum(1 for a in t if a.simple) for t in avoid]
+    has_opaque = [any(not a.simple for a in t) for t in avoid]
+    point: dict[str, Any] = {}
+    steps = [0]
+
+    def facts() -> dict[str, Any]:
+        return {k: v for k, v in point.items() if v is not MISSING}
+
+    def rec(i: int, alive: list[int], remaining: list[int]) -> dict[str, Any] | None:
+        steps[0] += 1
+        if steps[0] > budget:
+            raise _Undecided("search too large")
+        if i == len(fields):
+            fs = facts()
+            if any(ex.truth(a.node, fs) is not True for a in opaque_must):
+                return None
+            for k in alive:
+                if has_opaque[k] and all(ex.truth(a.node, fs) is True for a in avoid[k]):
+                    return None
+            return dict(point)
+        f = fields[i]
+        for v in grids[f]:
+            if any(not a.true_on(v) for a in by_field.get(f, ())):
+                continue
+            point[f] = v
+            nxt_alive: list[int] = []
+            nxt_rem = remaining
+            covered = False
+            for k in alive:
+                atoms_f = avoid_simple[k][0][f]
+                if atoms_f:
+                    if not all(a.true_on(v) for a in atoms_f):
+                        continue  # this avoid term is false here
+                    if nxt_rem is remaining:
+                        nxt_rem = list(remaining)
+                    nxt_rem[k] -= len(atoms_f)
+                if nxt_rem[k] == 0 and not has_opaque[k]:
+                    covered = True
+                    break
+                nxt_alive.append(k)
+            if covered:
+                continue
+            found = rec(i + 1, nxt_alive, nxt_rem)
+            if found is not None:
+                return found
+        point.pop(f, None)
+        return None
+
+    if any(r == 0 and not h for r, h in zip(remaining0, has_opaque, strict=True)):
+        return Result(None, True)  # an always-true avoid term covers everything
+    try:
+        found = rec(0, list(range(len(avoid))), remaining0)
+    except _Undecided:
+        return Result(None, False)
+    return Result(found, found is not None or not uncertain)
+
+
+# ---------------------------------------------------------------------------------------------
+# The checks
+
+
+class _Checker:
+    def __init__(self, ruleset: Ruleset) -> None:
+        self.rs = ruleset
+        self.lines = ruleset.source.splitlines()
+        self.atoms: dict[str, Atom] = {}
+        self.spaces: dict[int, Space] = {}
+        self.terms: dict[str, list[Term] | None] = {}
+        self.out: list[Finding] = []
+        self.dead: set[str] = set()
+
+    def space(self, stage: int) -> Space:
+        if stage not in self.spaces:
+            self.spaces[stage] = Space(self.rs, stage)
+        return self.spaces[stage]
+
+    def col(self, line: int) -> int:
+        text = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
+        return len(text) - len(text.lstrip(" -")) + 1
+
+    def report(self, severity, kind, rule_or_line, rid, message, stage, witness=None, rows=()):
+        line = rule_or_line if isinstance(rule_or_line, int) else rule_or_line.line
+        col = self.col(line)
+        self.out.append(
+            Finding(
+                severity, kind, self.rs.file, line, col, rid, message, stage, witness, tuple(rows)
+            )
+        )
+
+    def terms_for(self, rule: Rule) -> list[Term] | None:
+        if rule.id not in self.terms:
+            try:
+                self.terms[rule.id] = terms_of(rule.when.node, self.atoms)
+            except _Undecided:
+                self.terms[rule.id] = None
+        return self.terms[rule.id]
+
+    def witness(self, space: Space, point: dict[str, Any]) -> dict[str, Any]:
+        return {k: point[k] for k in sorted(point, key=lambda f: list(space.types).index(f))}
+
+    # -- every rule and row ----------------------------------------------------------------
+    def condition(self, rule: Rule) -> None:
+        space = self.space(rule.stage)
+        terms = self.terms_for(rule)
+        what = "row" if "/" in rule.id else "rule"
+        if terms is None:
+            self.report(
+                "warning",
+                "undecided",
+                rule,
+                rule.id,
+                "cannot decide whether it can fire (too many alternatives)",
+                rule.stage,
+            )
+            return
+        decided = True
+        sat = None
+        for t in terms:
+            r = find(space, t, [])
+            decided = decided and r.decided
+            if r.point is not None:
+                sat = r.point
+                break
+        if sat is None:
+            if decided:
+                self.dead.add(rule.id)
+                self.report(
+                    "error",
+                    "never",
+                    rule,
+                    rule.id,
+                    f"this {what} can never fire: `{rule.when.text}` is unsatisfiable",
+                    rule.stage,
+                    rows=(rule.id,),
+                )
+            else:
+                self.report(
+                    "warning",
+                    "undecided",
+                    rule,
+                    rule.id,
+                    f"cannot decide whether `{rule.when.text}` can be true (arithmetic over "
+                    "several fields); no witness found",
+                    rule.stage,
+                )
+            return
+        if rule.when.text == "-":
+            return  # a row of `-` cells is a deliberate catch-all
+        r = find(space, [], terms)
+        if r.point is None and r.decided:
+            example = self.witness(space, sat)
+            self.report(
+                "warning",
+                "always",
+                rule,
+                rule.id,
+                f"condition is always true: `{rule.when.text}` holds for every input "
+                "(witness: one of them)",
+                rule.stage,
+                example,
+                rows=(rule.id,),
+            )
+
+    # -- tables ------------------------------------------------------------------------------
+    def table(self, table) -> None:
+        space = self.space(table.stage)
+        rows = [r for r in table.rows]
+        terms = [self.terms_for(r) for r in rows]
+        if any(t is None for t in terms):
+            self.report(
+                "warning",
+                "undecided",
+                table.line,
+                table.id,
+                "cannot check this table (a row has too many alternatives)",
+                table.stage,
+            )
+            return
+        if table.hit == "unique":
+            for j in range(len(rows)):
+                for i in range(j):
+                    self.overlap(space, table, rows[i], rows[j], terms[i], terms[j])
+        if table.hit in {"first", "priority"}:
+            for k, row in enumerate(rows):
+                if row.id in self.dead:
+                    continue
+                if table.hit == "first":
+                    better = list(range(k))
+                    how = "an earlier row always matches first (hit policy first)"
+                else:
+                    better = [
+                        j
+                        for j in range(len(rows))
+                        if j != k and (table.rank[j], -j) > (table.rank[k], -k)
+                    ]
+                    how = (
+                        "a row with a more severe outcome always matches too (hit policy priority)"
+                    )
+                self.preempted(space, table, k, better, terms, how)
+        if table.complete:
+            every = [t for ts in terms for t in ts]  # type: ignore[union-attr]
+            r = find(space, [], every)
+            if r.point is not None:
+                self.report(
+                    "error",
+                    "gap",
+                    table.line,
+                    table.id,
+                    "the table says `complete: true` but no row matches this input",
+                    table.stage,
+                    self.witness(space, r.point),
+                )
+            elif not r.decided:
+                self.report(
+                    "warning",
+                    "undecided",
+                    table.line,
+                    table.id,
+                    "cannot decide whether the table is complete (arithmetic over several "
+                    "fields); no gap found",
+                    table.stage,
+                )
+
+    def overlap(self, space, table, a: Rule, b: Rule, ta: list[Term], tb: list[Term]) -> None:
+        undecided = False
+        for x in ta:
+            for y in tb:
+                r = find(space, [*x, *y], [])
+                if r.point is not None:
+                    self.report(
+                        "error",
+                        "overlap",
+                        b,
+                        b.id,
+                        f"overlaps {a.id} in unique table {table.id}: both rows match this "
+                        f"input (at run time it would be referred, code TBL-CONFLICT)",
+                        table.stage,
+                        self.witness(space, r.point),
+                        rows=(a.id, b.id),
+                    )
+                    return
+                undecided = undecided or not r.decided
+        if undecided:
+            self.report(
+                "warning",
+                "undecided",
+                b,
+                b.id,
+                f"cannot decide whether it overlaps {a.id} (arithmetic over several fields)",
+                table.stage,
+                rows=(a.id, b.id),
+            )
+
+    def preempted(self, space, table, k: int, better: list[int], terms, how: str) -> None:
+        row = table.rows[k]
+        avoid = [t for j in better for t in terms[j]]
+        undecided = False
+        for t in terms[k]:
+            r = find(space, t, avoid)
+            if r.point is not None:
+                return  # the row wins on this input
+            undecided = undecided or not r.decided
+        if undecided:
+            self.report(
+                "warning",
+                "undecided",
+                row,
+                row.id,
+                "cannot decide whether this row can ever win (arithmetic over several fields)",
+                table.stage,
+            )
+            return
+        # show an input where the row matches and which row takes it
+        example = None
+        for t in terms[k]:
+            r = find(space, t, [])
+            if r.point is not None:
+                example = r.point
+                break
+        winner = None
+        if example is not None:
+            fs = {k2: v for k2, v in example.items() if v is not MISSING}
+            for j in better:
+                if any(all(ex.truth(a.node, fs) is True for a in t) for t in terms[j]):
+                    winner = table.rows[j].id
+                    break
+        self.report(
+            "error",
+            "preempted",
+            row,
+            row.id,
+            f"this row can never fire: {how}" + (f"; here {winner} takes it" if winner else ""),
+            table.stage,
+            None if example is None else self.witness(space, example),
+            rows=(row.id, *([winner] if winner else [])),
+        )
+
+
+def verify(ruleset: Ruleset) -> list[Finding]:
+    """Every static finding for `ruleset`, errors and warnings, in file order."""
+    c = _Checker(ruleset)
+    for rule in ruleset.rules:
+        c.condition(rule)
+    for table in ruleset.tables:
+        c.table(table)
+    c.out.sort(key=lambda f: (f.line, f.column, f.id))
+    return c.out
+
+
+def static_errors(ruleset: Ruleset) -> list[Finding]:
+    """The findings that refuse a reload and fail `rules check`."""
+    return [f for f in verify(ruleset) if f.severity == "error"]
