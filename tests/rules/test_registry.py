@@ -67,8 +67,8 @@ def test_an_analyst_adds_a_rule_and_after_reload_it_decides(rules_dir):
     text += (
         "  - name: young renters are referred\n"
         "    given: {age: 19, home: rent, pd: 0.05}\n"
-        "    expect: {outcome: refer, not_fired: [KO-AGE-MIN], fired: [RISK-BAND/A, REF-INCOME-MISSING,"
-        " REF-JOB-MISSING, REF-YOUNG-RENTER]}\n"
+        "    expect: {outcome: refer, not_fired: [KO-AGE-MIN],"
+        " fired: [RISK-BAND/A, REF-INCOME-MISSING, REF-JOB-MISSING, REF-YOUNG-RENTER]}\n"
     )
     path.write_text(text)
     result = reg.reload()
