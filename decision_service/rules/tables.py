@@ -640,6 +640,11 @@ def _derive(ld, h: _Head, out: Output, onode, values, derived, derived_stage, se
         )
         return
     derived_stage[fname] = h.stage
+    if h.aggregate and out.kind == "set":
+        for lit, vnode in values:
+            if isinstance(lit, bool) or not isinstance(lit, int | float):
+                ld.error(vnode, h.id, f"`collect {h.aggregate}` adds up numbers: got {lit!r}")
+                return
     if out.kind == "compute" or h.aggregate:
         if fname in derived and derived[fname].kind != "number":
             ld.error(onode, h.id, f"{fname!r} is a {derived[fname].kind} elsewhere, a number here")

@@ -281,3 +281,10 @@ def test_row_ids_default_to_row_n_and_appear_in_the_trace_with_values():
         "pd < 0.5 and income is missing",
         {"pd": 0.2, "income": None},
     )
+
+
+def test_an_aggregate_adds_up_numbers_only():
+    body = "    inputs: [pd]\n    outputs: [set s]\n    rows:\n      - ['< 0.1', '3']\n"
+    with pytest.raises(RuleFileError) as info:
+        load_ruleset_from_text(HEAD + table(body, hit="collect sum"), "t.yaml", SCHEMA)
+    assert "t.yaml:9:19: T: `collect sum` adds up numbers: got '3'" in str(info.value)
