@@ -25,8 +25,9 @@ table sets it in every row; a derived category takes only the values rules and t
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from decision_service.rules import expressions as ex
@@ -87,20 +88,45 @@ class Atom:
     node: ex.Node
     fields: tuple[str, ...]
     simple: bool  # one field compared with constants
-    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.simple:
+            object.__setattr__(self, "true_on", _tester(self.node))
 
     def true_on(self, value: Any) -> bool:
         """Truth of a simple atom when its one field has `value` (MISSING: absent)."""
-        key = (type(value), value) if value is not MISSING else ("m",)
-        hit = self._cache.get(key)
-        if hit is None:
-            facts = {} if value is MISSING else {self.fields[0]: value}
-            hit = ex.truth(self.node, facts) is True
-            self._cache[key] = hit
-        return hit
+        facts = {} if value is MISSING else {self.fields[0]: value}
+        return ex.truth(self.node, facts) is True
 
     def constants(self) -> list[Any]:
         return [lit.value for lit in _literals(self.node)]
+
+
+_OPS = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def _tester(n: ex.Node) -> Any:
+    """A simple atom as a fast function of its field's value, same truth as `ex.truth`."""
+    if isinstance(n, ex.Missing):
+        negated = n.negated
+        return lambda v: (v is MISSING) != negated
+    if isinstance(n, ex.In):
+        vals = tuple(lit.value for lit in n.values)
+        negated = n.negated
+        return lambda v: v is not MISSING and (any(v == x for x in vals) != negated)
+    assert isinstance(n, ex.Cmp)
+    if isinstance(n.right, ex.Lit):
+        op, c = _OPS[n.op], n.right.value
+    else:
+        op, c = _OPS[ex.FLIP[n.op]], n.left.value  # type: ignore[union-attr]
+    return lambda v: v is not MISSING and op(v, c)
 
 
 def _literals(n: ex.Node) -> list[ex.Lit]:
@@ -240,6 +266,76 @@ def _representatives(consts: list[float], integer: bool) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# A quick, sound pre-filter: two terms whose bounds on some field are disjoint never meet
+
+
+@dataclass
+class _Bound:
+    present: bool = True
+    missing: bool = True
+    lo: float = -math.inf
+    lo_open: bool = False
+    hi: float = math.inf
+    hi_open: bool = False
+    values: frozenset | None = None  # allowed categories/booleans/numbers (None: any)
+
+    def meet(self, o: _Bound) -> bool:
+        """Can both hold at once? (over-approximate: True when unsure)"""
+        if self.missing and o.missing:
+            return True
+        if not (self.present and o.present):
+            return False
+        if self.values is not None and o.values is not None and not (self.values & o.values):
+            return False
+        lo, lo_open = max((self.lo, self.lo_open), (o.lo, o.lo_open))
+        hi, hi_open = min((self.hi, not self.hi_open), (o.hi, not o.hi_open))
+        hi_open = not hi_open
+        return lo < hi or (lo == hi and not lo_open and not hi_open)
+
+
+def _bounds(term: Term) -> dict[str, _Bound]:
+    out: dict[str, _Bound] = {}
+    for a in term:
+        if not a.simple:
+            for f in a.fields:
+                out.setdefault(f, _Bound()).missing = False
+            continue
+        b = out.setdefault(a.fields[0], _Bound())
+        n = a.node
+        if isinstance(n, ex.Missing):
+            if n.negated:
+                b.missing = False
+            else:
+                b.present = False
+            continue
+        b.missing = False
+        if isinstance(n, ex.In):
+            if not n.negated:
+                vals = frozenset(lit.value for lit in n.values)
+                b.values = vals if b.values is None else b.values & vals
+            continue
+        assert isinstance(n, ex.Cmp)
+        op, lit = (n.op, n.right) if isinstance(n.right, ex.Lit) else (ex.FLIP[n.op], n.left)
+        v = lit.value
+        if op == "==":
+            b.values = frozenset([v]) if b.values is None else b.values & {v}
+        elif op != "!=" and isinstance(v, int | float) and not isinstance(v, bool):
+            if op in {">", ">="} and (v, op == ">") > (b.lo, b.lo_open):
+                b.lo, b.lo_open = v, op == ">"
+            if op in {"<", "<="} and (v, op == "<") < (b.hi, not b.hi_open):
+                b.hi, b.hi_open = v, op == "<"
+    return out
+
+
+def may_meet(a: dict[str, _Bound], b: dict[str, _Bound]) -> bool:
+    for f, x in a.items():
+        y = b.get(f)
+        if y is not None and not x.meet(y):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
 # The one search: a point where every `must` atom is true and no `avoid` term is
 
 
@@ -337,6 +433,7 @@ class _Checker:
         self.terms: dict[str, list[Term] | None] = {}
         self.out: list[Finding] = []
         self.dead: set[str] = set()
+        self._bounds: dict[int, tuple[Term, dict[str, _Bound]]] = {}
 
     def space(self, stage: int) -> Space:
         if stage not in self.spaces:
@@ -363,6 +460,13 @@ class _Checker:
             except _Undecided:
                 self.terms[rule.id] = None
         return self.terms[rule.id]
+
+    def bounds(self, term: Term) -> dict[str, _Bound]:
+        key = id(term)
+        hit = self._bounds.get(key)
+        if hit is None:
+            hit = self._bounds[key] = (term, _bounds(term))
+        return hit[1]
 
     def witness(self, space: Space, point: dict[str, Any]) -> dict[str, Any]:
         return {k: point[k] for k in sorted(point, key=lambda f: list(space.types).index(f))}
@@ -494,6 +598,8 @@ class _Checker:
         undecided = False
         for x in ta:
             for y in tb:
+                if not may_meet(self.bounds(x), self.bounds(y)):
+                    continue
                 r = find(space, [*x, *y], [])
                 if r.point is not None:
                     self.report(
@@ -522,9 +628,10 @@ class _Checker:
 
     def preempted(self, space, table, k: int, better: list[int], terms, how: str) -> None:
         row = table.rows[k]
-        avoid = [t for j in better for t in terms[j]]
         undecided = False
         for t in terms[k]:
+            mine = self.bounds(t)
+            avoid = [u for j in better for u in terms[j] if may_meet(mine, self.bounds(u))]
             r = find(space, t, avoid)
             if r.point is not None:
                 return  # the row wins on this input
