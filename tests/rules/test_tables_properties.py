@@ -78,12 +78,12 @@ def oracle(rs, hit, facts):
     if hit.startswith("collect "):
         agg = hit.split()[1]
         vals = [r.set.get("s") for r in m]
-        value = {
-            "count": len(m),
-            "sum": sum(vals),
-            "min": min(vals) if vals else None,
-            "max": max(vals) if vals else None,
-        }[agg]
+        if agg == "count":
+            value = len(m)
+        elif agg == "sum":
+            value = sum(vals)
+        else:
+            value = (min if agg == "min" else max)(vals) if vals else None
         derived = {} if value is None else {"s": value}
         return "approve", [r.id for r in m] + ["T"], derived
     if hit == "unique" and len(m) > 1:
