@@ -168,10 +168,30 @@ class Selection:
         self.aggregated: dict[str, list[Rule]] = {}  # aggregate table id → its matched rows
 
 
+_NOTHING: dict = {}
+
+
+def _unchanged(hits: list[Rule]) -> Selection:
+    sel = Selection.__new__(Selection)
+    sel.hits, sel.passive, sel.aggregated = hits, _NOTHING, _NOTHING
+    return sel
+
+
 def apply_hit_policies(idx: TableIndex, stage: int, hits: list[Rule]) -> Selection:
     """Apply each table's hit policy to the rows an engine matched (hits in firing order)."""
-    sel = Selection()
     rows = idx.rows
+    if stage not in idx.aggregates:
+        # fast path (every decision of the shipped policy): no table matched twice
+        seen: set[str] = set()
+        for r in hits:
+            tp = rows.get(r.id)
+            if tp is not None:
+                if tp[0].id in seen:
+                    break
+                seen.add(tp[0].id)
+        else:
+            return _unchanged(hits)
+    sel = Selection()
     groups: dict[str, list[int]] = {}
     tables: dict[str, Table] = {}
     for r in hits:
