@@ -191,11 +191,12 @@ def terms_of(node: ex.Node, atoms: dict[str, Atom]) -> list[Term]:
 
 
 class Space:
-    def __init__(self, ruleset: Ruleset, stage: int) -> None:
+    def __init__(self, ruleset: Ruleset, stage: int, *, lax: bool = False) -> None:
+        """`lax`: every field may be missing (as in a file test's partial facts)."""
         schema = ruleset.schema
         self.types: dict[str, FieldType] = dict(schema.fields)
         self.may_miss: dict[str, bool] = {
-            f: f in schema.optional and f not in _ALWAYS for f in schema.fields
+            f: lax or (f in schema.optional and f not in _ALWAYS) for f in schema.fields
         }
         for f, t in ruleset.derived.items():
             if ruleset.derived_stage[f] < stage:
@@ -494,6 +495,23 @@ class _Checker:
             if r.point is not None:
                 sat = r.point
                 break
+        if sat is None and decided:
+            lax = Space(self.rs, rule.stage, lax=True)
+            for t in terms:
+                r = find(lax, t, [])
+                if r.point is not None:
+                    self.report(
+                        "warning",
+                        "never",
+                        rule,
+                        rule.id,
+                        f"this {what} fires only when a field the model card requires is "
+                        "missing, which never happens in production (file tests may)",
+                        rule.stage,
+                        self.witness(lax, r.point),
+                        rows=(rule.id,),
+                    )
+                    return
         if sat is None:
             if decided:
                 self.dead.add(rule.id)

@@ -38,6 +38,7 @@ EXPECTED = {
         ("error", "preempted", "RISK/OUTRANKED", None),
         ("warning", "always", "ALWAYS", None),
         ("warning", "undecided", "UNDECIDED", "none"),
+        ("warning", "never", "REQUIRED-MISSING", "{amount: missing}"),
     },
 }
 
@@ -128,6 +129,10 @@ def test_every_witness_reproduces_on_both_engines(name, engines) -> None:
                 assert f.id in _matched(eng, rs, f.stage, facts)
                 for p in _grid_points(rs, by_id[f.id]):
                     assert f.id in _matched(eng, rs, f.stage, p), (eng.name, p)
+            elif f.kind == "never" and f.severity == "warning":
+                # fires only on facts production never sends (a required field missing)
+                assert f.id in _matched(eng, rs, f.stage, facts)
+                assert rs.schema.optional.isdisjoint(k for k, v in f.witness.items())
             elif f.kind == "never":
                 assert f.witness is None
                 points = _grid_points(rs, by_id[f.id])
