@@ -693,10 +693,17 @@ class _Checker:
 def verify(ruleset: Ruleset) -> list[Finding]:
     """Every static finding for `ruleset`, errors and warnings, in file order."""
     c = _Checker(ruleset)
-    for rule in ruleset.rules:
-        c.condition(rule)
-    for table in ruleset.tables:
-        c.table(table)
+    for item, check in [
+        *((r, c.condition) for r in ruleset.rules),
+        *((t, c.table) for t in ruleset.tables),
+    ]:
+        try:
+            check(item)
+        except Exception as e:  # a checker bug must never block a valid policy
+            c.report(
+                "warning", "undecided", item.line, item.id,
+                f"cannot decide: the static checker failed ({e!r})", item.stage,
+            )  # fmt: skip
     c.out.sort(key=lambda f: (f.line, f.column, f.id))
     return c.out
 
