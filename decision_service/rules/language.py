@@ -348,8 +348,8 @@ class _Loader:
                     derived[fname] = t
             del m
 
-        # decision tables (rules/tables.py): pass 1 registers the fields they derive
-        from decision_service.rules import tables as tb
+        # decision tables (rules/table_loader.py): pass 1 registers the fields they derive
+        from decision_service.rules import table_loader as tb
 
         table_heads = tb.read_headers(
             self, top.get("tables"), seen_ids, derived, derived_stage, derived_set_values
