@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -10,6 +11,7 @@ from decision_service.rules.durable import DurableEngineError
 from decision_service.rules.language import RuleFileError, load_ruleset
 from decision_service.rules.registry import build_and_test
 from decision_service.rules.schema import FactSchema
+from decision_service.rules.verify import verify
 
 
 def _files(paths: list[Path]) -> list[Path]:
@@ -66,6 +68,18 @@ def run_check(paths: list[Path], schema: FactSchema, out: TextIO | None = None) 
         never = [r for r in ruleset.rules if r.id not in covered]
         for p in problems:
             print(p, file=out)
+        t0 = time.perf_counter()
+        findings = verify(ruleset)  # errors are already in `problems` (build_and_test)
+        elapsed_ms = (time.perf_counter() - t0) * 1000
+        for f in findings:
+            if f.severity != "error":
+                print(f, file=out)
+        n_err = sum(f.severity == "error" for f in findings)
+        print(
+            f"  static check: {n_err} errors, {len(findings) - n_err} warnings "
+            f"({elapsed_ms:.1f} ms)",
+            file=out,
+        )
         n_rules, n_tests = len(ruleset.rules), len(ruleset.tests)
         print(
             f"{path}: {ruleset.name} {ruleset.version} sha256 {ruleset.sha256[:12]}: "

@@ -10,6 +10,12 @@ import msgspec
 
 from decision_service.decision import FiredRule, Outcome, Reason
 from decision_service.rules.language import Rule, Ruleset, TestCase
+from decision_service.rules.tables import (
+    CONFLICT_CODE,
+    aggregate,
+    apply_hit_policies,
+    row_value,
+)
 
 _SEVERITY = {"approve": 0, "refer": 1, "decline": 2}
 
@@ -66,10 +72,25 @@ def run_stages(
     fired: list[FiredRule] = []
     fired_rules: list[Rule] = []
     caps: list[float] = []
-    for si, _stage in enumerate(ruleset.stages):
+    tables = ruleset.table_index
+    for si, stage in enumerate(ruleset.stages):
         hits = match(si, env)
         new: dict[str, Any] = {}
+        passive: Mapping[str, str] = {}
+        aggregated: dict[str, list[Rule]] = {}
+        if tables is not None:  # decision tables: the hit-policy step (rules/tables.py)
+            sel = apply_hit_policies(tables, stage, hits)
+            hits, passive, aggregated = sel.hits, sel.passive, sel.aggregated
         for rule in hits:
+            if passive and rule.id in passive:
+                # traced without effect: a row of a unique conflict, or an aggregated row
+                then = {**rule.then, "applied": False}
+                if passive[rule.id] == "aggregated":
+                    t = tables.rows[rule.id][0]  # type: ignore[union-attr]
+                    then["value"] = row_value(t, rule, env, number)
+                values = {f: env.get(f) for f in rule.reads}
+                fired.append(FiredRule(rule.id, rule.priority, rule.when.text, values, then))
+                continue
             # `rule.then` is shared by every trace of this rule unless this one adds to it
             then = dict(rule.then) if rule.compute or rule.max_amount is not None else rule.then
             if rule.compute:
@@ -91,6 +112,21 @@ def run_stages(
             values = {f: env.get(f) for f in rule.reads}
             fired.append(FiredRule(rule.id, rule.priority, rule.when.text, values, then))
             fired_rules.append(rule)
+        for tid, rows in aggregated.items():
+            table = next(t for t in ruleset.tables if t.id == tid)
+            result = aggregate(table, [row_value(table, r, env, number) for r in rows])
+            out = table.outputs[0]
+            entry: dict[str, Any] = {"aggregate": table.aggregate, "rows": [r.id for r in rows]}
+            if out.kind == "max_amount":
+                entry["cap"] = result
+                if result is not None:
+                    caps.append(result)
+            else:
+                entry["set"] = {out.field: result}
+                if result is not None and out.field not in new:
+                    new[out.field] = result  # type: ignore[index]
+            when = f"collect {table.aggregate} of {len(rows)} matched rows"
+            fired.append(FiredRule(tid, table.priority, when, {}, entry))
         derived.update(new)
         env.update(new)
     outcome = resolve_outcome(
@@ -167,6 +203,19 @@ def run_file_tests(engine: Engine) -> tuple[list[TestFailure], set[str]]:
             failures.append(TestFailure(rs.file, case.line, case.name, engine.name, repr(e)))
             continue
         covered.update(f.id for f in result.fired)
+        for f in result.fired:
+            if f.then.get("code") == CONFLICT_CODE and f.then.get("applied") is None:
+                rows = [g.id for g in result.fired if g.id.startswith(f.id + "/")]
+                failures.append(
+                    TestFailure(
+                        rs.file,
+                        case.line,
+                        case.name,
+                        engine.name,
+                        f"unique table {f.id} matched {len(rows)} rows: {', '.join(rows)} "
+                        f"(at run time the application would be referred, code {CONFLICT_CODE})",
+                    )
+                )
         for p in check_test(case, result):
             failures.append(TestFailure(rs.file, case.line, case.name, engine.name, p))
     return failures, covered

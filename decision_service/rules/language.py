@@ -93,6 +93,8 @@ class Ruleset:
     sha256: str
     file: str
     stages: tuple[int, ...] = field(default=())
+    tables: tuple[Any, ...] = field(default=())  # tables.Table, in file order
+    table_index: Any = None  # tables.TableIndex when the file has tables
 
     def rules_in_stage(self, stage: int) -> tuple[Rule, ...]:
         return tuple(r for r in self.rules if r.stage == stage)
@@ -129,6 +131,7 @@ _TOP_KEYS = {
     "default",
     "rules",
     "tests",
+    "tables",
 }
 _RULE_KEYS = {"id", "description", "priority", "stage", "when", "then"}
 _THEN_KEYS = {"outcome", "reason", "code", "set", "compute", "max_amount"}
@@ -242,7 +245,7 @@ class _Loader:
         top = self.mapping(root, None, "rule file")
         self.unknown_keys(root, top, _TOP_KEYS, None, "the rule file")
         for key in ("ruleset", "version", "rules"):
-            if key not in top:
+            if key not in top and not (key == "rules" and "tables" in top):
                 self.error(root, None, f"missing required key {key!r}")
         name = self.text_of(top.get("ruleset"), None, "ruleset") or ""
         version = self.text_of(top.get("version"), None, "version") or ""
@@ -269,7 +272,11 @@ class _Loader:
                 self.error(rules_node, None, "rules must be a list")
             else:
                 raw_rules = list(enumerate(rules_node.value))
-            if isinstance(rules_node, yaml.SequenceNode) and not rules_node.value:
+            if (
+                isinstance(rules_node, yaml.SequenceNode)
+                and not rules_node.value
+                and "tables" not in top
+            ):
                 self.error(rules_node, None, "a ruleset needs at least one rule")
 
         # pass 1: ids, stages, priorities, derived fields (so later stages can use them)
@@ -341,6 +348,13 @@ class _Loader:
                     derived[fname] = t
             del m
 
+        # decision tables (rules/table_loader.py): pass 1 registers the fields they derive
+        from decision_service.rules import table_loader as tb
+
+        table_heads = tb.read_headers(
+            self, top.get("tables"), seen_ids, derived, derived_stage, derived_set_values
+        )
+
         # pass 2: expressions, against schema + fields derived by earlier stages
         rules: list[Rule] = []
         for h in headers:
@@ -351,8 +365,10 @@ class _Loader:
             if rule is not None:
                 rules.append(rule)
 
+        row_rules, tables = tb.lower(self, table_heads, derived, derived_stage, len(raw_rules))
+        rules += row_rules  # a table's rows are rules: every engine matches them
         rules.sort(key=lambda r: (r.stage, -r.priority, r.index))
-        rule_ids = {r.id for r in rules}
+        rule_ids = {r.id for r in rules} | {t.id for t in tables}
         tests = self._tests(top.get("tests"), rule_ids, derived)
         return Ruleset(
             name=name,
@@ -371,6 +387,8 @@ class _Loader:
             sha256=sha256_text(self.text),
             file=self.file,
             stages=tuple(sorted({r.stage for r in rules})),
+            tables=tuple(tables),
+            table_index=tb.index(tables) if tables else None,
         )
 
     def _key_node(self, mapping_node: yaml.Node, key: str) -> yaml.Node:

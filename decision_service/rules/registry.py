@@ -27,6 +27,7 @@ from decision_service.rules.language import (
     sha256_text,
 )
 from decision_service.rules.schema import FactSchema
+from decision_service.rules.verify import static_errors
 
 ENGINES: dict[str, type] = {"durable_rules": DurableEngine, "compiled": CompiledEngine}
 DEFAULT_ENGINE = "durable_rules"
@@ -75,6 +76,7 @@ def build_and_test(
     engines: dict[str, Engine] = {}
     failures: list[str] = []
     coverage: dict[str, set[str]] = {}
+    failures += [str(f) for f in static_errors(ruleset)]  # overlaps, gaps, dead rules
     try:
         for name, cls in ENGINES.items():
             engines[name] = cls(ruleset)

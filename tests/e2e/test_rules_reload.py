@@ -63,25 +63,25 @@ def test_analyst_reload_cycle(sqlite_server: Server) -> None:
 
         # A real change: refer every freelancer; bump the version. Tests in the file still pass.
         policy.write_text(
-            original.replace("version: 2026.11.0", "version: 2026.11.1").replace(
+            original.replace("version: 2026.11.1", "version: 2026.11.2").replace(
                 'when: job == "freelance" and seniority < 2', 'when: job == "freelance"'
             )
         )
         r = c.post("/rules/reload")
         assert r.status_code == 200, r.text
-        assert r.json()["version"] == "2026.11.1"
+        assert r.json()["version"] == "2026.11.2"
         after = c.post(
             "/decide", json=PRIME | {"application_id": "APP-RELOAD-3", "job": "freelance"}
         ).json()
         assert after["outcome"] == "refer"
         assert "REF-THIN-FREELANCE" in [f["id"] for f in after["trace"]["rules_fired"]]
-        assert after["trace"]["ruleset"]["version"] == "2026.11.1"
+        assert after["trace"]["ruleset"]["version"] == "2026.11.2"
 
         # The decision made before the change replays identically on its own ruleset version.
         replay = c.post(f"/decisions/{before['decision_id']}/replay").json()
         assert replay["identical"] is True, json.dumps(replay)
-        assert replay["ruleset_version"] == "2026.11.0"
-        found = c.get("/decisions", params={"ruleset_version": "2026.11.1"}).json()["items"]
+        assert replay["ruleset_version"] == "2026.11.1"
+        found = c.get("/decisions", params={"ruleset_version": "2026.11.2"}).json()["items"]
         assert [i["decision"]["decision_id"] for i in found] == [after["decision_id"]]
 
 
@@ -91,7 +91,7 @@ def test_rule_files_are_watched(tmp_path) -> None:
     )
     try:
         policy = srv.rules_dir / "risk_appetite.yaml"
-        policy.write_text(policy.read_text().replace("version: 2026.11.0", "version: 2026.12.0"))
+        policy.write_text(policy.read_text().replace("version: 2026.11.1", "version: 2026.12.0"))
         with srv.client() as c:
             for _ in range(100):
                 if c.get("/rules").json()["version"] == "2026.12.0":

@@ -40,7 +40,7 @@ def rules_dir(tmp_path):
 
 def _with_dti(text: str, threshold: str, version: str) -> str:
     return text.replace("debt_to_income > 0.5", f"debt_to_income > {threshold}").replace(
-        "version: 2026.11.0", f"version: {version}"
+        "version: 2026.11.1", f"version: {version}"
     )
 
 
@@ -49,7 +49,7 @@ def test_an_analyst_adds_a_rule_and_after_reload_it_decides(rules_dir):
     old = reg.active()
     assert (old.name, old.version, old.engine_name) == (
         "risk-appetite",
-        "2026.11.0",
+        "2026.11.1",
         "durable_rules",
     )
     assert reg.active().evaluate({**APP, "debt": 0}).outcome == "approve"
@@ -62,19 +62,19 @@ def test_an_analyst_adds_a_rule_and_after_reload_it_decides(rules_dir):
             '    then: {outcome: refer, reason: "Young renter"}\n  # ---- Stage 2:',
             1,
         )
-        .replace("version: 2026.11.0", "version: 2026.11.1")
+        .replace("version: 2026.11.1", "version: 2026.11.2")
     )
     text += (
         "  - name: young renters are referred\n"
         "    given: {age: 19, home: rent, pd: 0.05}\n"
-        "    expect: {outcome: refer, not_fired: [KO-AGE-MIN], fired: [BAND-A, REF-INCOME-MISSING,"
-        " REF-JOB-MISSING, REF-YOUNG-RENTER]}\n"
+        "    expect: {outcome: refer, not_fired: [KO-AGE-MIN],"
+        " fired: [RISK-BAND/A, REF-INCOME-MISSING, REF-JOB-MISSING, REF-YOUNG-RENTER]}\n"
     )
     path.write_text(text)
     result = reg.reload()
     assert result.ok, result.errors
     snap = reg.active()
-    assert snap.version == "2026.11.1" and snap.sha256 != old.sha256
+    assert snap.version == "2026.11.2" and snap.sha256 != old.sha256
     ev = snap.evaluate({**APP, "debt": 0, "age": 20, "home": "rent"})
     assert ev.outcome == "refer"
     assert "REF-YOUNG-RENTER" in [f.id for f in ev.fired]
@@ -191,7 +191,7 @@ def test_the_watcher_reloads_on_change(rules_dir):
     try:
         time.sleep(0.3)
         path = rules_dir / "risk_appetite.yaml"
-        path.write_text(path.read_text().replace("version: 2026.11.0", "version: 2026.11.9"))
+        path.write_text(path.read_text().replace("version: 2026.11.1", "version: 2026.11.9"))
         assert seen.wait(10)
         assert reg.active().version == "2026.11.9"
     finally:

@@ -1,0 +1,242 @@
+"""Decision tables: the model and the hit-policy step (parsing: table_loader, table_cells).
+
+A table's row becomes an ordinary `Rule` (id `TABLE/ROW`) whose condition is the conjunction of
+its cells over the input columns, built from the same expression tree as `when:`. Every engine
+(compiled, durable_rules, and any vectorised evaluator) therefore only *matches* rows; the hit
+policy is one pure step applied afterwards to the matched rows, here (`select`,
+`apply_hit_policies`), so its semantics live in one place:
+
+- `unique`: at most one row may match. Two or more is a policy bug: the static check reports any
+  overlap with a witness; at run time the service never picks one silently — the matched rows
+  appear in the trace with no effect, the table's own entry refers the application with reason
+  code TBL-CONFLICT, the event is counted (`conflict_count`) and logged.
+- `first`: the first matching row in row order fires; later matches are ignored.
+- `priority`: the matching row with the most severe outcome fires (decline > refer > approve >
+  none); ties go to the earlier row.
+- `collect`: every matching row fires, like independent rules.
+- `collect min|max|sum|count`: every matching row is in the trace; the one output column is
+  aggregated over them and the table's own entry sets the result (min/max: missing when no row
+  matched or no value is known; sum over known values, 0 when none; count: number of rows).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from decision_service.rules import expressions as ex
+from decision_service.rules.language import Rule
+from decision_service.rules.schema import FieldType
+
+HIT_POLICIES = ("unique", "first", "priority", "collect")
+AGGREGATES = ("min", "max", "sum", "count")
+CONFLICT_CODE = "TBL-CONFLICT"
+SEVERITY = {None: 0, "approve": 1, "refer": 2, "decline": 3}  # hit policy `priority`
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    text: str
+    node: ex.Node
+    type: FieldType
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    kind: str  # outcome | reason | code | max_amount | set | compute
+    field: str | None = None  # set / compute target
+
+    @property
+    def label(self) -> str:
+        return self.kind if self.field is None else f"{self.kind} {self.field}"
+
+
+@dataclass(frozen=True)
+class Table:
+    id: str
+    description: str
+    stage: int
+    priority: int
+    hit: str  # unique | first | priority | collect
+    aggregate: str | None  # min | max | sum | count (collect only)
+    complete: bool
+    inputs: tuple[Column, ...]
+    outputs: tuple[Output, ...]
+    rows: tuple[Rule, ...]  # lowered rows, in row order
+    cells: tuple[tuple[ex.Node | None, ...], ...]  # per row, per input: the cell test (None: -)
+    line: int
+    column: int
+    conflict: Rule  # the table's own trace entry for a unique conflict
+    rank: tuple[int, ...]  # per row: outcome severity (priority policy)
+
+    @property
+    def target(self) -> Output | None:
+        """The aggregated output column (collect with an aggregate)."""
+        return self.outputs[0] if self.aggregate else None
+
+    def select(self, matched: list[int]) -> tuple[list[int], bool]:
+        """Which of the matched row positions (ascending) fire, and whether it is a conflict.
+
+        Pure over row positions so that every evaluator (row at a time or columnar) shares it.
+        """
+        if len(matched) <= 1 or self.hit == "collect":
+            return matched, False
+        if self.hit == "unique":
+            return matched, True
+        if self.hit == "first":
+            return matched[:1], False
+        rank = self.rank  # priority: most severe outcome, earliest row on ties
+        best = max(matched, key=lambda p: (rank[p], -p))
+        return [best], False
+
+
+@dataclass(frozen=True)
+class TableIndex:
+    """What the evaluation loop needs: row id → (table, position); aggregate tables by stage."""
+
+    rows: dict[str, tuple[Table, int]]
+    aggregates: dict[int, tuple[Table, ...]]  # stage → tables with an aggregate
+
+
+def index(tables: list[Table]) -> TableIndex:
+    rows = {r.id: (t, i) for t in tables for i, r in enumerate(t.rows)}
+    aggregates: dict[int, list[Table]] = {}
+    for t in tables:
+        if t.aggregate:
+            aggregates.setdefault(t.stage, []).append(t)
+    return TableIndex(rows, {s: tuple(ts) for s, ts in aggregates.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# The hit-policy step (shared by every engine through evaluation.run_stages)
+
+_conflicts: dict[str, int] = {}
+_conflicts_lock = threading.Lock()
+
+
+def conflict_count(table_id: str | None = None) -> int:
+    """Run-time conflicts of unique tables seen by this process (for metrics and tests)."""
+    with _conflicts_lock:
+        if table_id is not None:
+            return _conflicts.get(table_id, 0)
+        return sum(_conflicts.values())
+
+
+def _record_conflict(table: Table, rows: list[Rule]) -> None:
+    with _conflicts_lock:
+        _conflicts[table.id] = _conflicts.get(table.id, 0) + 1
+    import structlog  # only on this rare path
+
+    structlog.get_logger("decision_service.rules").error(
+        "unique decision table matched several rows; application referred",
+        table=table.id,
+        rows=[r.id for r in rows],
+        code=CONFLICT_CODE,
+    )
+
+
+class Selection:
+    """The outcome of the hit-policy step for one stage."""
+
+    __slots__ = ("aggregated", "hits", "passive")
+
+    def __init__(self) -> None:
+        self.hits: list[Rule] = []  # rules and rows that fire, in firing order
+        self.passive: dict[str, str] = {}  # row id → why it is traced without effect
+        self.aggregated: dict[str, list[Rule]] = {}  # aggregate table id → its matched rows
+
+
+_NOTHING: dict = {}
+
+
+def _unchanged(hits: list[Rule]) -> Selection:
+    sel = Selection.__new__(Selection)
+    sel.hits, sel.passive, sel.aggregated = hits, _NOTHING, _NOTHING
+    return sel
+
+
+def apply_hit_policies(idx: TableIndex, stage: int, hits: list[Rule]) -> Selection:
+    """Apply each table's hit policy to the rows an engine matched (hits in firing order)."""
+    rows = idx.rows
+    if stage not in idx.aggregates:
+        # fast path (every decision of the shipped policy): no table matched twice
+        seen: set[str] = set()
+        for r in hits:
+            tp = rows.get(r.id)
+            if tp is not None:
+                if tp[0].id in seen:
+                    break
+                seen.add(tp[0].id)
+        else:
+            return _unchanged(hits)
+    sel = Selection()
+    groups: dict[str, list[int]] = {}
+    tables: dict[str, Table] = {}
+    for r in hits:
+        tp = rows.get(r.id)
+        if tp is not None:
+            groups.setdefault(tp[0].id, []).append(tp[1])
+            tables[tp[0].id] = tp[0]
+    if not groups and stage not in idx.aggregates:
+        sel.hits = hits
+        return sel
+    keep: set[str] = set()
+    conflicts: dict[str, Table] = {}
+    for tid, positions in groups.items():
+        t = tables[tid]
+        positions.sort()
+        chosen, conflict = t.select(positions)
+        for p in chosen:
+            keep.add(t.rows[p].id)
+        if conflict:
+            conflicts[tid] = t
+            for p in chosen:
+                sel.passive[t.rows[p].id] = "conflict"
+            _record_conflict(t, [t.rows[p] for p in chosen])
+        elif t.aggregate:
+            sel.aggregated[tid] = [t.rows[p] for p in chosen]
+            for p in chosen:
+                sel.passive[t.rows[p].id] = "aggregated"
+    emitted: set[str] = set()
+    for r in hits:
+        tp = rows.get(r.id)
+        if tp is None:
+            sel.hits.append(r)
+            continue
+        if r.id not in keep:
+            continue
+        tid = tp[0].id
+        if tid in conflicts and tid not in emitted:
+            emitted.add(tid)
+            sel.hits.append(conflicts[tid].conflict)
+        sel.hits.append(r)
+    for t in idx.aggregates.get(stage, ()):
+        sel.aggregated.setdefault(t.id, [])
+    return sel
+
+
+NumberEval = Callable[[Rule, str, dict[str, Any]], Any]
+
+
+def row_value(table: Table, row: Rule, env: dict[str, Any], number: NumberEval) -> Any:
+    """The value of an aggregate table's output column in one row (None: unknown)."""
+    out = table.outputs[0]
+    if out.kind == "set":
+        return row.set.get(out.field or "")
+    if out.kind == "compute":
+        return number(row, out.field or "", env) if out.field in row.compute else None
+    return number(row, "max_amount", env) if row.max_amount is not None else None
+
+
+def aggregate(table: Table, values: list[Any]) -> Any:
+    """collect min|max|sum|count over the matched rows' values (unknown values are skipped)."""
+    if table.aggregate == "count":
+        return len(values)
+    known = [v for v in values if v is not None]
+    if table.aggregate == "sum":
+        return sum(known)
+    if not known:
+        return None
+    return min(known) if table.aggregate == "min" else max(known)
