@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         refresh=settings.key_refresh_seconds,
         last_used=settings.key_last_used_seconds,
     )
-    gate = build_gate(settings, keys)
+    gate = build_gate(settings, keys, lambda status: metrics.access_denied.labels(status).inc())
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
 
     @asynccontextmanager

@@ -17,7 +17,10 @@ from decision_service.api.gate import JSON_TYPES, Gate, current_principal, route
 
 class AccessMiddleware(ASGIMiddleware):
     """Runs after routing (Litestar builds middleware per route), so the handler's `opt` is
-    known: public routes skip the key, the others need one of the declared roles."""
+    known: public routes skip the key, the others need one of the declared roles.
+
+    A route declares `opt={"roles": [...]}` and, if its body is not JSON,
+    `"content_types": ["application/x-ndjson", ...]` (the media types it accepts)."""
 
     scopes = (ScopeType.HTTP,)
 
@@ -26,9 +29,10 @@ class AccessMiddleware(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         opt = scope["route_handler"].opt
-        denied = await self.gate.admit(
-            scope, route_roles(opt), opt.get("content_types", JSON_TYPES)
-        )
+        types = opt.get("content_types", JSON_TYPES)
+        if types and isinstance(types[0], str):
+            types = tuple(t.encode() for t in types)
+        denied = await self.gate.admit(scope, route_roles(opt), types)
         if denied is not None:
             await send_reply(send, denied)
             return

@@ -10,7 +10,7 @@ refuses such a route).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -56,8 +56,10 @@ class Gate:
         limiter: Any,
         rates: Mapping[str, Rate | None],
         max_body_bytes: int,
+        on_denied: Callable[[int], None] | None = None,
     ) -> None:
         self.keys, self.limiter, self.max_body = keys, limiter, max_body_bytes
+        self.on_denied = on_denied  # e.g. a metrics counter by status
         self.rates = dict(rates)
         # In-process buckets are taken without an await (a few hundred ns saved per request).
         self._local = limiter if isinstance(limiter, LocalLimiter) else None
@@ -70,6 +72,14 @@ class Gate:
     ) -> Reply | None:
         """None if the request may go on (its principal is then in scope["user"]); else the
         error reply to send instead."""
+        denied = await self._admit(scope, roles, content_types)
+        if denied is not None and self.on_denied is not None:
+            self.on_denied(denied[0])
+        return denied
+
+    async def _admit(
+        self, scope: Scope, roles: Sequence[str], content_types: Sequence[bytes]
+    ) -> Reply | None:
         authorization = content_type = length = None
         chunked = False
         for name, value in scope["headers"]:
@@ -163,6 +173,8 @@ def role_rates(settings: Settings) -> dict[str, Rate | None]:
     return rates
 
 
-def build_gate(settings: Settings, keys: KeyCache) -> Gate:
+def build_gate(
+    settings: Settings, keys: KeyCache, on_denied: Callable[[int], None] | None = None
+) -> Gate:
     limiter = RedisLimiter(settings.redis_url) if settings.redis_url else LocalLimiter()
-    return Gate(keys, limiter, role_rates(settings), settings.max_body_bytes)
+    return Gate(keys, limiter, role_rates(settings), settings.max_body_bytes, on_denied)

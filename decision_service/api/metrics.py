@@ -34,6 +34,12 @@ class Metrics:
             buckets=(0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0),
             registry=self.registry,
         )
+        self.access_denied = Counter(
+            "access_denied",
+            "Requests refused by access control (401, 403, 429, 413, 415)",
+            ["status"],
+            registry=self.registry,
+        )
         self.rule_reloads = Counter(
             "rules_reloads", "Rule reload attempts", ["result"], registry=self.registry
         )

@@ -70,6 +70,7 @@ def test_automatic_options_answers_are_closed(app) -> None:
     r = app[2].options("/decisions")
     assert r.status_code == 401
     assert r.headers["www-authenticate"].startswith("Bearer")
+    assert 'access_denied_total{status="401"}' in app[2].get("/metrics").text
 
 
 def test_metrics_closed_by_setting(tmp_path: Path) -> None:
