@@ -79,7 +79,10 @@ def _replay(store: AuditStore, settings: Settings, args: argparse.Namespace, out
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    store = AuditStore.open(settings.database_url)
+    # The composition root's store; imported here, as the service module loads LightGBM.
+    from decision_service.service import open_store
+
+    store = open_store(settings)
     try:
         if args.audit_command == "verify":
             return _verify(store, sys.stdout)

@@ -109,15 +109,20 @@ class Service:
         }
 
 
-def bootstrap(settings: Settings) -> Service:
-    """The one place that builds the service from settings (API, CLI, benchmarks, tests)."""
-    scorer = Scorer.load(settings.model_dir)
-    rules = RuleRegistry(settings.rules_dir, card_schema(scorer.card), engine=settings.rules_engine)
-    store = AuditStore.open(
+def open_store(settings: Settings) -> AuditStore:
+    """The audit store as settings describe it (the service's, and the audit commands')."""
+    return AuditStore.open(
         settings.database_url,
         sqlite_synchronous=settings.sqlite_synchronous,
         idempotency_ttl=settings.idempotency_window,
     )
+
+
+def bootstrap(settings: Settings) -> Service:
+    """The one place that builds the service from settings (API, CLI, benchmarks, tests)."""
+    scorer = Scorer.load(settings.model_dir)
+    rules = RuleRegistry(settings.rules_dir, card_schema(scorer.card), engine=settings.rules_engine)
+    store = open_store(settings)
     tracing = configure_tracing(settings)
     rulesets = KnownRulesets(scorer, store)
     deciding = Deciding(scorer, rules, store, rulesets, explain_always=settings.explain == "always")

@@ -317,3 +317,17 @@ async def test_an_unreachable_store_says_may_have_been_recorded(
         assert verify(raw).ok
     finally:
         raw.dispose()
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("90", 90), ("90s", 90), ("30m", 1800), ("2d", 172800)]
+)
+def test_the_key_window_is_a_setting(value: str, seconds: int) -> None:
+    window = load_settings(environ={"DECISION_IDEMPOTENCY_TTL": value}).idempotency_window
+    assert window.total_seconds() == seconds
+
+
+@pytest.mark.parametrize("value", ["0", "1 day", "24 h", "-5m", "1w"])
+def test_a_bad_key_window_is_refused_at_start(value: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match="idempotency_ttl"):
+        load_settings(environ={"DECISION_IDEMPOTENCY_TTL": value})

@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import msgspec
 import sqlalchemy as sa
 
 from decision_service.audit.tables import decision_table, idempotency_key_table
@@ -96,11 +95,6 @@ def lookup(engine: sa.Engine, key: str, ttl: timedelta) -> Stored | None:
     if len(found) != len(ids):  # a key without its decisions: the log was edited
         raise LookupError(f"idempotency key {key!r} names decisions missing from the log")
     return Stored(row.request_sha256, [found[i] for i in ids])
-
-
-def decisions(stored: Stored, type_: type) -> list:
-    decoder = msgspec.json.Decoder(type_)
-    return [decoder.decode(text) for text in stored.decisions_json]
 
 
 class KeyWriter:

@@ -335,6 +335,7 @@ class AuditStore:
                 self._fail(batch, f"{exc}; outcome unknown", unknown=True)
                 return
             if not landed:
+                self._healthy = False
                 self._fail(batch, f"{exc}; the batch did not land")
                 return
             log.warning("commit acknowledgement lost, but the batch landed: %s", exc)
@@ -352,18 +353,18 @@ class AuditStore:
         self.stats.failed_batches += 1
         self.stats.failed_records += sum(len(pending.records) for pending in batch)
         log.error("audit commit failed for %d requests: %s", len(batch), why)
-        error = (
-            CommitOutcomeUnknown(
-                "audit store lost the answer to COMMIT and cannot be reached to find out: "
-                f"the decisions may have been recorded ({why})",
-                [columns["decision_id"] for columns, _ in _records(batch)],
-            )
-            if unknown
-            else AuditUnavailable(f"audit store could not commit: {why}")
-        )
+        error = AuditUnavailable(f"audit store could not commit: {why}")
         for pending in batch:
             if not pending.future.done():
-                pending.future.set_exception(error)
+                pending.future.set_exception(
+                    CommitOutcomeUnknown(  # each request hears of its own decisions only
+                        "audit store lost the answer to COMMIT and cannot be reached to find "
+                        f"out: the decisions may have been recorded ({why})",
+                        [columns["decision_id"] for columns, _ in pending.records],
+                    )
+                    if unknown
+                    else error
+                )
 
     def _connection(self) -> sa.Connection:
         """The writer thread's own connection, kept between batches (a pool checkout and

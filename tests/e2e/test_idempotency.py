@@ -128,7 +128,9 @@ def test_the_same_key_with_another_body_or_a_bad_key_is_refused(server, applicat
 @pytest.mark.postgres
 def test_a_lost_commit_answer_over_http(application_lines, tmp_path, request) -> None:
     """The connection to PostgreSQL dies right after COMMIT went out: the server finds the
-    decision landed and answers 200; the retry with the same key is that decision."""
+    decision landed and answers 200; the retry with the same key is that decision. If the
+    database cannot even be reached to find out, the answer is a 503 that says the decision may
+    have been recorded, and the retry with the same key, once the store is back, is it."""
     request.getfixturevalue("postgres_available")
     from tests.audit.conftest import PG_URL, admin_execute
 
@@ -136,7 +138,9 @@ def test_a_lost_commit_answer_over_http(application_lines, tmp_path, request) ->
     admin_execute(f"CREATE DATABASE {name}")
     direct = sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
     body, app_id = _application(application_lines, 15)
+    body2, app_id2 = _application(application_lines, 17)
     key = {"Idempotency-Key": str(uuid.uuid4())}
+    key2 = {"Idempotency-Key": str(uuid.uuid4())}
     try:
         with CommitCutter() as cutter:
             server = start_server(tmp_path, cutter.url(direct))
@@ -148,12 +152,26 @@ def test_a_lost_commit_answer_over_http(application_lines, tmp_path, request) ->
                     first = c.post("/decide", content=body, headers=key)
                     assert cutter.cut.is_set()
                     retry = c.post("/decide", content=body, headers=key)
+
+                    # Now the database is unreachable from the moment the COMMIT went out.
+                    cutter.arm("after")
+                    cutter.refuse_after_cut = True
+                    unknown = c.post("/decide", content=body2, headers=key2)
+                    cutter.refuse_after_cut = cutter.refuse = False  # the store is back
+                    retry2 = c.post("/decide", content=body2, headers=key2)
             finally:
                 server.stop()
         assert first.status_code == 200, first.text
         assert retry.status_code == 200 and retry.headers.get(REPLAYED) == "true"
         assert retry.json()["decision_id"] == first.json()["decision_id"]
         assert _count(direct, app_id) == 1
+
+        assert unknown.status_code == 503, unknown.text
+        assert "may have been recorded" in unknown.json()["detail"]
+        assert "same Idempotency-Key is safe" in unknown.json()["detail"]
+        assert retry2.status_code == 200 and retry2.headers.get(REPLAYED) == "true"
+        assert retry2.json()["decision_id"] == unknown.json()["decision_id"]  # it had landed
+        assert _count(direct, app_id2) == 1
     finally:
         admin_execute(
             f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'",
