@@ -22,7 +22,14 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 
 from decision_service.api.errors import error_body
-from decision_service.api.gate import JSON_TYPES, BodyTooLarge, Disconnected, Gate, send_reply
+from decision_service.api.gate import (
+    JSON_TYPES,
+    BodyTooLarge,
+    Disconnected,
+    Gate,
+    current_principal,
+    send_reply,
+)
 from decision_service.api.headers import security_headers
 from decision_service.api.metrics import Metrics
 from decision_service.api.openapi import request_body_operation
@@ -92,7 +99,11 @@ def _idempotency_key(raw_headers: list[tuple[bytes, bytes]]) -> list[bytes]:
 
 
 def claim_of(
-    raw_headers: list[tuple[bytes, bytes]], route: bytes, query: bytes, body: bytes
+    raw_headers: list[tuple[bytes, bytes]],
+    route: bytes,
+    query: bytes,
+    body: bytes,
+    caller: str = "",
 ) -> idempotency.Claim | None:
     """The request's idempotency claim, None without the header (InvalidIdempotencyKey if bad).
 
@@ -104,7 +115,7 @@ def claim_of(
         return None
     if len(values) > 1:
         raise idempotency.InvalidIdempotencyKey("send one Idempotency-Key header, not several")
-    return idempotency.claim(values[0], route, query, body)
+    return idempotency.claim(values[0], route, query, body, caller=caller)
 
 
 REPLAYED = (b"idempotency-replayed", b"true")
@@ -145,11 +156,14 @@ class Decider:
         self._encode = msgspec.json.Encoder().encode
         self._tracing = service.settings.otel_exporter != "none"
 
-    async def respond(self, body: bytes, query: bytes, headers: list[tuple[bytes, bytes]]) -> Reply:
+    async def respond(
+        self, body: bytes, query: bytes, headers: list[tuple[bytes, bytes]], caller: str = ""
+    ) -> Reply:
+        """`caller`: the authenticated key's name (scopes Idempotency-Key per caller)."""
         service, metrics = self.service, self.metrics
         start_wall, t0 = time_ns(), perf_counter_ns()
         try:
-            claim = claim_of(headers, b"POST /decide", query, body) if headers else None
+            claim = claim_of(headers, b"POST /decide", query, body, caller) if headers else None
         except idempotency.InvalidIdempotencyKey as exc:
             metrics.rejected.inc()
             return _error(400, f"{exc}; nothing was decided")
@@ -160,14 +174,14 @@ class Decider:
             errors = msgspec.to_builtins(exc.errors)
             return _error(422, "invalid application; nothing was decided", errors=errors)
         timings = {"validate": (perf_counter_ns() - t0) // 1000}
-        caller = _caller_context(headers)
-        if caller is None and not self._tracing:
+        parent = _caller_context(headers)
+        if parent is None and not self._tracing:
             # Nothing to record and no caller trace to join: a fresh W3C trace id is all we
             # need, without the cost of a non-recording SDK span.
             span = trace.INVALID_SPAN
             trace_id = f"{getrandbits(128) or 1:032x}"
         else:
-            span = service.tracer.start_span("POST /decide", context=caller)
+            span = service.tracer.start_span("POST /decide", context=parent)
             trace_id = format(span.get_span_context().trace_id, "032x")
         ask = Ask(app, body, _explain_asked(query), trace_id, timings)
         t1 = perf_counter_ns()
@@ -266,8 +280,12 @@ def decide_handler(decider: Decider) -> Any:
         opt=DECIDE_OPT,
     )
     async def decide(request: Request) -> Response:
+        principal = current_principal(request.scope)
         status, content, headers = await decider.respond(
-            await request.body(), request.scope["query_string"], request.scope["headers"]
+            await request.body(),
+            request.scope["query_string"],
+            request.scope["headers"],
+            principal.name if principal else "",
         )
         return Response(
             content,
@@ -309,8 +327,9 @@ def fast_path(app: ASGIApp, decider: Decider, gate: Gate) -> ASGIApp:
             await send_reply(send, denied, secure)
             return
         try:
+            principal = current_principal(scope)
             status, content, headers = await decider.respond(
-                body, scope["query_string"], scope["headers"]
+                body, scope["query_string"], scope["headers"], principal.name if principal else ""
             )
         except Exception:
             log.exception("decide_failed")

@@ -52,10 +52,12 @@ class Stored:
     decisions_json: list[str]
 
 
-def claim(value: bytes | str, *request: bytes) -> Claim:
+def claim(value: bytes | str, *request: bytes, caller: str = "") -> Claim:
     """Validate a header value and fingerprint the request (e.g. route, query, body) with it.
 
     An RFC 8941 string (``"…"``, as the IETF draft writes it) is accepted as well as a bare token.
+    ``caller`` (the API key's name) scopes the key: one loan system can neither replay nor
+    block another's decisions by sending the same key.
     """
     key = value.decode("latin-1") if isinstance(value, bytes) else value
     if len(key) >= 2 and key[0] == key[-1] == '"':
@@ -69,7 +71,7 @@ def claim(value: bytes | str, *request: bytes) -> Claim:
     for part in request:
         digest.update(len(part).to_bytes(8, "big"))  # unambiguous concatenation
         digest.update(part)
-    return Claim(key, digest.hexdigest())
+    return Claim(f"{caller}/{key}" if caller else key, digest.hexdigest())
 
 
 def lookup(engine: sa.Engine, key: str, ttl: timedelta) -> Stored | None:

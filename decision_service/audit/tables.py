@@ -98,7 +98,9 @@ class ChainHeadRow(SQLModel, table=True):
 class IdempotencyKeyRow(SQLModel, table=True):
     __tablename__ = "idempotency_key"
 
-    key: str = Field(primary_key=True, max_length=255)  # the primary key decides races
+    # "<API key name>/<Idempotency-Key>": each caller has its own key space. The primary key
+    # decides races.
+    key: str = Field(primary_key=True, max_length=320)
     request_sha256: str = Field(max_length=64)  # what was asked: same key, other request → 422
     decision_ids: str = Field(sa_type=sa.Text)  # space-separated, in answer order
     created_at: datetime = Field(sa_type=UTCDateTime, index=True)  # expiry and purge

@@ -3,6 +3,7 @@ across requests, restarts and workers; the same key with another request is refu
 
 from __future__ import annotations
 
+import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -177,3 +178,37 @@ def test_a_lost_commit_answer_over_http(application_lines, tmp_path, request) ->
             f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'",
             f"DROP DATABASE IF EXISTS {name}",
         )
+
+
+def test_keys_are_scoped_per_caller(server) -> None:
+    """Two loan systems (two decider keys) sending the same Idempotency-Key get their own
+    decisions: neither can replay nor block the other's."""
+    body = json.dumps(
+        {
+            "application_id": "APP-SCOPE-1",
+            "age": 46,
+            "seniority": 10,
+            "home": "owner",
+            "marital": "married",
+            "records": True,
+            "job": "freelance",
+            "term": 36,
+            "expenses": 90.0,
+            "income": 200.0,
+            "assets": 3000.0,
+            "debt": 0.0,
+            "amount": 2000.0,
+            "price": 2985.0,
+        }
+    )
+    headers = {"idempotency-key": "shared-key-1"}
+    ids = []
+    for role in ("decider", "admin"):
+        with server.client(role) as c:
+            first = c.post("/decide", content=body, headers=headers)
+            again = c.post("/decide", content=body, headers=headers)
+        assert first.status_code == again.status_code == 200, first.text
+        assert again.headers.get("idempotency-replayed") == "true"
+        assert again.json()["decision_id"] == first.json()["decision_id"]
+        ids.append(first.json()["decision_id"])
+    assert ids[0] != ids[1]
