@@ -123,6 +123,8 @@ class Service:
                 {"id": r.id, "stage": r.stage, "priority": r.priority, "when": r.when.text}
                 for r in snap.ruleset.rules
             ],
+            # every version in rules/: active, scheduled (effective_from ahead) or past
+            "versions": self.rules.versions_status(),
         }
 
     async def readiness(self) -> dict[str, bool]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,24 @@ from decision_service.rules import expressions as ex
 from decision_service.rules.schema import BOOLEAN, NUMBER, FactSchema, FieldType
 
 OUTCOMES = ("approve", "refer", "decline")
+ROLES = ("champion", "challenger")
 _Loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # same nodes and marks, faster
 MAX_PRIORITY = 65534  # durable_rules' pri is an unsigned short; 65535 is our catch-all
+
+# Limits on a rule file: a rule file is input, and no file may hang, crash or starve the
+# service. Each is refused with a message naming the limit (README "Rule files: limits").
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_RULES = 10_000
+MAX_TESTS = 5_000
+MAX_YAML_DEPTH = 16  # nested mappings/lists (the shipped policy uses 4)
+MAX_YAML_EVENTS = 2_000_000
+MAX_SCALAR_CHARS = 200_000  # any one YAML value, expressions included
+MAX_EXPRESSION_DEPTH = 32  # nested parentheses, `not`s and operators in one expression
+MAX_LIST_VALUES = 10_000  # values in one `in [...]` list / alternatives in one `or`
+MAX_ID_CHARS = 100
+MAX_NUMBER = 2**53  # integers beyond this are not exact as JSON numbers
+MAX_NUMBER_DIGITS = 40
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 
 class RuleFileError(Exception):
@@ -93,6 +110,12 @@ class Ruleset:
     sha256: str
     file: str
     stages: tuple[int, ...] = field(default=())
+    role: str = "champion"
+    # effective_from / effective_to as aware UTC datetimes (None: unbounded)
+    effective_from_at: dt.datetime | None = None
+    effective_to_at: dt.datetime | None = None
+    # (line, column) of each top-level key's value, for errors about the file as a whole
+    positions: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def rules_in_stage(self, stage: int) -> tuple[Rule, ...]:
         return tuple(r for r in self.rules if r.stage == stage)
@@ -104,17 +127,67 @@ def sha256_text(text: str) -> str:
 
 def load_ruleset(path: Path | str, schema: FactSchema) -> Ruleset:
     path = Path(path)
-    raw = path.read_bytes()
+    return load_ruleset_from_text(read_rule_text(path), str(path), schema)
+
+
+def read_rule_text(path: Path, name_for_errors: str | None = None) -> str:
+    """A rule file's text, refused (RuleFileError) when too big or not UTF-8."""
+    name = name_for_errors or str(path)
     try:
-        text = raw.decode("utf-8")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise RuleFileError(
+                name, None, 1, 1, f"file is {size} bytes; the limit is {MAX_FILE_BYTES}"
+            )
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise RuleFileError(name, None, 1, 1, f"cannot read: {e.strerror or e}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise RuleFileError(name, None, 1, 1, f"file is larger than {MAX_FILE_BYTES} bytes")
+    return decode_rule_bytes(raw, name)
+
+
+def decode_rule_bytes(raw: bytes, name_for_errors: str) -> str:
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise RuleFileError(str(path), None, 1, 1, f"not UTF-8 text: {e}") from None
-    return load_ruleset_from_text(text, str(path), schema)
+        before = raw[: e.start]
+        line = before.count(b"\n") + 1
+        col = len(before) - (before.rfind(b"\n") + 1) + 1
+        raise RuleFileError(
+            name_for_errors, None, line, col, f"not UTF-8 text (byte 0x{raw[e.start]:02x})"
+        ) from None
 
 
 def load_ruleset_from_text(text: str, name_for_errors: str, schema: FactSchema) -> Ruleset:
     """Parse and type-check a rule file's text. Raises RuleFileError (with `.errors`)."""
-    return _Loader(text, name_for_errors, schema).load()
+    if len(text) > MAX_FILE_BYTES:
+        raise RuleFileError(
+            name_for_errors, None, 1, 1, f"file is larger than {MAX_FILE_BYTES} bytes"
+        )
+    try:
+        return _Loader(text, name_for_errors, schema).load()
+    except RecursionError:  # a guard below failed: still a refusal, never a crash
+        raise RuleFileError(name_for_errors, None, 1, 1, "file is nested too deeply") from None
+
+
+def parse_instant(value: Any) -> dt.datetime | None:
+    """An effective date as an aware UTC datetime: a date means its midnight UTC, a time
+    without a zone is UTC. None if `value` is not a date, datetime or ISO 8601 text."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            value = dt.datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,6 +202,7 @@ _TOP_KEYS = {
     "default",
     "rules",
     "tests",
+    "role",
 }
 _RULE_KEYS = {"id", "description", "priority", "stage", "when", "then"}
 _THEN_KEYS = {"outcome", "reason", "code", "set", "compute", "max_amount"}
@@ -167,8 +241,17 @@ class _Loader:
                     col += pos + (1 if style in {"'", '"'} else 0)
         self.errors.append(RuleFileError(self.file, rule_id, line, col, message))
 
-    def value(self, node: yaml.Node) -> Any:
-        return self._constructor.construct_object(node, deep=True)
+    def value(self, node: yaml.Node, rule_id: str | None = None) -> Any:
+        try:
+            v = self._constructor.construct_object(node, deep=True)
+        except Exception as e:  # e.g. a timestamp like 2026-13-01, an int too long to read
+            self.error(node, rule_id, f"cannot read this value: {_problem(e)}")
+            raise _Abort from None
+        bad = _bad_number(v)
+        if bad is not None:
+            self.error(node, rule_id, bad)
+            raise _Abort
+        return v
 
     def mapping(self, node: yaml.Node, rule_id: str | None, what: str) -> dict[str, yaml.Node]:
         if not isinstance(node, yaml.MappingNode):
@@ -200,7 +283,7 @@ class _Loader:
     def text_of(self, node: yaml.Node | None, rule_id, what, required=False) -> str | None:
         if node is None:
             return None
-        v = self.value(node)
+        v = self.value(node, rule_id)
         if isinstance(v, dt.date):
             return v.isoformat()
         if isinstance(v, int | float) and not isinstance(v, bool) and what == "version":
@@ -211,20 +294,90 @@ class _Loader:
         return v
 
     # -- main ------------------------------------------------------------------------------
+    def scan(self) -> None:
+        """Walk the YAML events (no recursion, no objects built) and refuse what the rest of
+        the loader must never see: aliases and anchors (alias bombs, cycles), explicit tags
+        (`!!python/object`, custom tags), nesting deeper than MAX_YAML_DEPTH (the composer
+        recurses), complex or duplicate keys anywhere, oversized values."""
+        loader = _Loader_cls(self.text)
+        # per open collection: [is_mapping, keys seen, expecting a key]
+        stack: list[list[Any]] = []
+        events = 0
+        try:
+            while True:
+                event = loader.get_event()
+                if event is None:
+                    return
+                events += 1
+                if events > MAX_YAML_EVENTS:
+                    self._fatal(event, f"file has more than {MAX_YAML_EVENTS} YAML nodes")
+                if isinstance(event, yaml.AliasEvent):
+                    self._fatal(event, "YAML aliases (*name) are not allowed in rule files")
+                if getattr(event, "anchor", None) is not None:
+                    self._fatal(event, "YAML anchors (&name) are not allowed in rule files")
+                tag = getattr(event, "tag", None)
+                if tag is not None and tag != "!":  # "!" = a quoted scalar's non-specific tag
+                    self._fatal(event, f"YAML tags ({tag}) are not allowed in rule files")
+                top = stack[-1] if stack else None
+                is_key = top is not None and top[0] and top[2]
+                if isinstance(event, yaml.ScalarEvent):
+                    if len(event.value) > MAX_SCALAR_CHARS:
+                        self._fatal(
+                            event,
+                            f"value is {len(event.value)} characters long; the limit is "
+                            f"{MAX_SCALAR_CHARS}",
+                        )
+                    if is_key:
+                        if event.value in top[1]:
+                            self._fatal(event, f"duplicate key {event.value!r}")
+                        top[1].add(event.value)
+                        top[2] = False
+                    elif top is not None and top[0]:
+                        top[2] = True
+                elif isinstance(event, yaml.CollectionStartEvent):
+                    if is_key:
+                        self._fatal(event, "keys must be text, not a mapping or a list")
+                    if len(stack) >= MAX_YAML_DEPTH:
+                        self._fatal(event, f"nested deeper than {MAX_YAML_DEPTH} levels")
+                    stack.append([isinstance(event, yaml.MappingStartEvent), set(), True])
+                elif isinstance(event, yaml.CollectionEndEvent):
+                    stack.pop()
+                    if stack and stack[-1][0]:
+                        stack[-1][2] = True
+        finally:
+            loader.dispose()
+
+    def _fatal(self, event: yaml.Event, message: str) -> None:
+        mark = event.start_mark
+        raise RuleFileError(self.file, None, mark.line + 1, mark.column + 1, message)
+
+    def _yaml_error(self, e: yaml.YAMLError) -> RuleFileError:
+        if isinstance(e, yaml.MarkedYAMLError):
+            mark = e.problem_mark or e.context_mark
+            line = mark.line + 1 if mark else 1
+            col = mark.column + 1 if mark else 1
+            return RuleFileError(self.file, None, line, col, f"invalid YAML: {e.problem}")
+        position = getattr(e, "position", None)  # ReaderError: a character YAML forbids
+        if isinstance(position, int):
+            before = self.text[:position]
+            line = before.count("\n") + 1
+            col = position - (before.rfind("\n") + 1) + 1
+            return RuleFileError(self.file, None, line, col, f"invalid YAML: {_problem(e)}")
+        return RuleFileError(self.file, None, 1, 1, f"invalid YAML: {_problem(e)}")
+
     def load(self) -> Ruleset:
+        try:
+            self.scan()
+        except yaml.YAMLError as e:
+            raise self._yaml_error(e) from None
         try:
             loader = _Loader_cls(self.text)
             try:
                 root = loader.get_single_node()
             finally:
                 loader.dispose()
-        except yaml.MarkedYAMLError as e:
-            mark = e.problem_mark or e.context_mark
-            line = mark.line + 1 if mark else 1
-            col = mark.column + 1 if mark else 1
-            raise RuleFileError(self.file, None, line, col, f"invalid YAML: {e.problem}") from None
         except yaml.YAMLError as e:
-            raise RuleFileError(self.file, None, 1, 1, f"invalid YAML: {e}") from None
+            raise self._yaml_error(e) from None
         if root is None:
             raise RuleFileError(self.file, None, 1, 1, "empty rule file")
         try:
@@ -250,6 +403,24 @@ class _Loader:
         owner = self.text_of(top.get("owner"), None, "owner") or ""
         eff_from = self.text_of(top.get("effective_from"), None, "effective_from")
         eff_to = self.text_of(top.get("effective_to"), None, "effective_to")
+        eff_from_at = self._instant(top.get("effective_from"), "effective_from")
+        eff_to_at = self._instant(top.get("effective_to"), "effective_to")
+        if eff_from_at and eff_to_at and eff_to_at <= eff_from_at:
+            self.error(top["effective_to"], None, "effective_to must be after effective_from")
+        role = "champion"
+        if "role" in top:
+            r = self.value(top["role"])
+            if r not in ROLES:
+                self.error(top["role"], None, f"role must be one of {', '.join(ROLES)}")
+            elif r == "challenger":
+                # challenger execution is not built yet: refuse rather than accept a file
+                # that would look live and decide nothing
+                self.error(
+                    top["role"], None, "challengers are not supported yet (role: challenger)"
+                )
+            else:
+                role = r
+        positions = {k: (v.start_mark.line + 1, v.start_mark.column + 1) for k, v in top.items()}
         default_outcome = "refer"
         if "default" in top:
             dnode = top["default"]
@@ -271,6 +442,11 @@ class _Loader:
                 raw_rules = list(enumerate(rules_node.value))
             if isinstance(rules_node, yaml.SequenceNode) and not rules_node.value:
                 self.error(rules_node, None, "a ruleset needs at least one rule")
+            if len(raw_rules) > MAX_RULES:
+                self.error(
+                    rules_node, None, f"{len(raw_rules)} rules; the limit is {MAX_RULES} per file"
+                )
+                raise _Abort
 
         # pass 1: ids, stages, priorities, derived fields (so later stages can use them)
         headers = []
@@ -302,7 +478,11 @@ class _Loader:
                             knode, rid, f"derived field {fname!r} would shadow an input field"
                         )
                         continue
-                    if not fname.isidentifier() or fname in ex.KEYWORDS or fname.startswith("_"):
+                    if (
+                        not (fname.isascii() and fname.isidentifier())
+                        or fname in ex.KEYWORDS
+                        or fname.startswith("_")
+                    ):
                         self.error(knode, rid, f"invalid derived field name {fname!r}")
                         continue
                     prev = derived_stage.get(fname)
@@ -371,7 +551,19 @@ class _Loader:
             sha256=sha256_text(self.text),
             file=self.file,
             stages=tuple(sorted({r.stage for r in rules})),
+            role=role,
+            effective_from_at=eff_from_at,
+            effective_to_at=eff_to_at,
+            positions=positions,
         )
+
+    def _instant(self, node: yaml.Node | None, what: str) -> dt.datetime | None:
+        if node is None:
+            return None
+        at = parse_instant(self.value(node))
+        if at is None:
+            self.error(node, None, f"{what} must be a date or an ISO 8601 time (2026-12-01T00:00Z)")
+        return at
 
     def _key_node(self, mapping_node: yaml.Node, key: str) -> yaml.Node:
         for k, _v in mapping_node.value:
@@ -395,11 +587,19 @@ class _Loader:
         if "id" not in m:
             self.error(rnode, f"rules[{index}]", "rule has no id")
             raise _Abort
-        rid = self.value(m["id"])
-        if not isinstance(rid, str) or not rid or not all(c.isalnum() or c in "-_." for c in rid):
+        rid = self.value(m["id"], f"rules[{index}]")
+        # ASCII only: ids go into traces, logs, reason codes and engine names, and two ids
+        # that look the same (Latin A, Cyrillic А) must not be two different rules
+        if not isinstance(rid, str) or not rid or not _ID_CHARS.issuperset(rid):
+            shown = rid if not isinstance(rid, str) else rid[:MAX_ID_CHARS]
             self.error(
-                m["id"], f"rules[{index}]", f"invalid rule id {rid!r} (letters, digits, -_.)"
+                m["id"],
+                f"rules[{index}]",
+                f"invalid rule id {shown!r} (ASCII letters, digits, - _ . only)",
             )
+            raise _Abort
+        if len(rid) > MAX_ID_CHARS:
+            self.error(m["id"], f"rules[{index}]", f"rule id longer than {MAX_ID_CHARS} characters")
             raise _Abort
         if rid in seen_ids:
             prev = seen_ids[rid].start_mark.line + 1
@@ -437,7 +637,7 @@ class _Loader:
         }
 
     def _expr(self, node: yaml.Node, rid: str, kind: str, env) -> Expr | None:
-        v = self.value(node)
+        v = self.value(node, rid)
         if isinstance(v, bool) or (isinstance(v, int | float) and kind == "condition"):
             self.error(node, rid, f"expected an expression, got {v!r}")
             return None
@@ -447,7 +647,9 @@ class _Loader:
             self.error(node, rid, "expected an expression (text)")
             return None
         try:
+            _guard_expression(v)
             parsed = ex.parse(v)
+            _guard_tree(parsed)
             if kind == "condition":
                 parsed = ex.check_condition(parsed, env)
             else:
@@ -556,47 +758,179 @@ class _Loader:
         if not isinstance(node, yaml.SequenceNode):
             self.error(node, None, "tests must be a list")
             return []
+        if len(node.value) > MAX_TESTS:
+            self.error(node, None, f"{len(node.value)} tests; the limit is {MAX_TESTS} per file")
+            return []
         out = []
         for i, tnode in enumerate(node.value):
-            label = f"tests[{i}]"
             try:
-                m = self.mapping(tnode, label, "a test")
+                case = self._test(i, tnode, rule_ids, derived)
             except _Abort:
                 continue
-            name = self.value(m["name"]) if "name" in m else label
-            label = f"test {name!r}"
-            self.unknown_keys(tnode, m, _TEST_KEYS, label, "a test")
-            given = self.value(m["given"]) if "given" in m else {}
-            if not isinstance(given, dict):
-                self.error(m.get("given", tnode), label, "given must be a mapping of facts")
-                continue
+            if case is not None:
+                out.append(case)
+        return out
+
+    def _test(self, i: int, tnode: yaml.Node, rule_ids: set[str], derived) -> TestCase | None:
+        label = f"tests[{i}]"
+        m = self.mapping(tnode, label, "a test")
+        name = self.value(m["name"], label) if "name" in m else label
+        if not isinstance(name, str | int | float) or isinstance(name, bool):
+            self.error(m["name"], label, "a test's name must be text")
+            return None
+        label = f"test {str(name)[:MAX_ID_CHARS]!r}"
+        self.unknown_keys(tnode, m, _TEST_KEYS, label, "a test")
+        given_node = m.get("given")
+        given = {}
+        if given_node is not None:
+            gmap = self.mapping(given_node, label, "given")
+            given = {k: self.value(v, label) for k, v in gmap.items()}
             for fname in given:
                 if fname not in self.schema.fields:
-                    self.error(self._key_node(m["given"], fname), label, f"unknown fact {fname!r}")
-            try:
-                given = self.schema.normalise(given)
-            except ValueError as e:
-                self.error(m["given"], label, str(e))
-                continue
-            expect = self.value(m["expect"]) if "expect" in m else {}
-            if not isinstance(expect, dict):
-                self.error(m.get("expect", tnode), label, "expect must be a mapping")
-                continue
-            for k in expect:
-                if k not in _EXPECT_KEYS:
+                    self.error(self._key_node(given_node, fname), label, f"unknown fact {fname!r}")
+        try:
+            given = self.schema.normalise(given)
+        except ValueError as e:
+            self.error(given_node, label, str(e))
+            return None
+        expect_node = m.get("expect")
+        expect: dict[str, Any] = {}
+        if expect_node is not None:
+            emap = self.mapping(expect_node, label, "expect")
+            ok = True
+            for k, vnode in emap.items():
+                v = self.value(vnode, label)
+                problem = _expectation_problem(k, v, rule_ids, derived)
+                if problem is not None:
                     self.error(
-                        self._key_node(m["expect"], k),
+                        vnode if k in _EXPECT_KEYS else self._key_node(expect_node, k),
                         label,
-                        f"unknown expectation {k!r} (allowed: {', '.join(sorted(_EXPECT_KEYS))})",
+                        problem,
                     )
-            for k in ("fired", "not_fired"):
-                for rid in expect.get(k) or []:
-                    if rid not in rule_ids:
-                        self.error(m["expect"], label, f"{k}: no rule with id {rid!r}")
-            if "outcome" in expect and expect["outcome"] not in OUTCOMES:
-                self.error(m["expect"], label, f"expected outcome must be one of {OUTCOMES}")
-            for k in expect.get("derived") or {}:
-                if k not in derived:
-                    self.error(m["expect"], label, f"derived: no rule derives {k!r}")
-            out.append(TestCase(str(name), given, expect, tnode.start_mark.line + 1))
-        return out
+                    ok = False
+                expect[k] = v
+            if not ok:
+                return None
+        return TestCase(str(name), given, expect, tnode.start_mark.line + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Guards and helpers
+
+
+def _expectation_problem(k: str, v: Any, rule_ids: set[str], derived) -> str | None:
+    """What is wrong with one `expect` entry, or None."""
+    if k not in _EXPECT_KEYS:
+        return f"unknown expectation {k!r} (allowed: {', '.join(sorted(_EXPECT_KEYS))})"
+    if k == "outcome":
+        if not isinstance(v, str) or v not in OUTCOMES:
+            return f"expected outcome must be one of {', '.join(OUTCOMES)}"
+    elif k in ("fired", "not_fired"):
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            return f"{k} must be a list of rule ids"
+        unknown = [x for x in v if x not in rule_ids]
+        if unknown:
+            return f"{k}: no rule with id {unknown[0]!r}"
+    elif k == "derived":
+        if not isinstance(v, dict) or not all(isinstance(x, str) for x in v):
+            return "derived must be a mapping of derived field → expected value"
+        for name, want in v.items():
+            if name not in derived:
+                return f"derived: no rule derives {name!r}"
+            if isinstance(want, list | dict):
+                return f"derived {name}: expected a number, text or true/false"
+    elif k == "max_amount" and v is not None and not _is_number(v):
+        return "max_amount must be a number (or null for no cap)"
+    return None
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _problem(e: BaseException) -> str:
+    text = getattr(e, "problem", None) or str(e) or type(e).__name__
+    return text.splitlines()[0][:200]
+
+
+def _bad_number(v: Any, depth: int = 0) -> str | None:
+    """A number in a YAML value that no engine may see (NaN, infinities, huge integers)."""
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return f"{v!r} is not allowed: numbers must be finite"
+    elif isinstance(v, int) and not isinstance(v, bool):
+        if abs(v) > MAX_NUMBER:
+            return f"number out of range (beyond ±{MAX_NUMBER})"
+    elif isinstance(v, dict) and depth < MAX_YAML_DEPTH:
+        for x in v.values():
+            bad = _bad_number(x, depth + 1)
+            if bad:
+                return bad
+    elif isinstance(v, list) and depth < MAX_YAML_DEPTH:
+        for x in v:
+            bad = _bad_number(x, depth + 1)
+            if bad:
+                return bad
+    return None
+
+
+def _guard_expression(text: str) -> None:
+    """Refuse, before the recursive-descent parser sees it, an expression that would recurse
+    too deeply (parentheses, runs of `not`/`-`), hold too many list values, or carry a
+    number literal too long to read."""
+    tokens = ex.tokenize(text)
+    depth = run = values = 0
+    for tok in tokens:
+        if tok.kind == "op" and tok.text in "([":
+            depth += 1
+            if depth > MAX_EXPRESSION_DEPTH:
+                raise ex.ExpressionError(
+                    f"nested deeper than {MAX_EXPRESSION_DEPTH} levels", tok.pos
+                )
+        elif tok.kind == "op" and tok.text in ")]":
+            depth = max(0, depth - 1)
+        if (tok.kind == "kw" and tok.text == "not") or (tok.kind == "op" and tok.text == "-"):
+            run += 1
+            if run > MAX_EXPRESSION_DEPTH:
+                raise ex.ExpressionError(
+                    f"more than {MAX_EXPRESSION_DEPTH} `not`/`-` in a row", tok.pos
+                )
+        else:
+            run = 0
+        if tok.kind == "num" and len(tok.text) > MAX_NUMBER_DIGITS:
+            raise ex.ExpressionError(f"number longer than {MAX_NUMBER_DIGITS} digits", tok.pos)
+        if tok.kind == "op" and tok.text == ",":
+            values += 1
+        if tok.kind == "kw" and tok.text in ("or", "and"):
+            values += 1
+    if values >= MAX_LIST_VALUES:
+        raise ex.ExpressionError(
+            f"more than {MAX_LIST_VALUES} list values or `and`/`or` alternatives", 0
+        )
+
+
+def _guard_tree(node: ex.Node) -> None:
+    """Depth of the parsed tree (iteratively: `a + a + … + a` is a deep tree of a flat text)
+    and the range of its number literals."""
+    stack: list[tuple[ex.Node, int]] = [(node, 1)]
+    while stack:
+        n, d = stack.pop()
+        if d > MAX_EXPRESSION_DEPTH:
+            raise ex.ExpressionError(
+                f"expression nested deeper than {MAX_EXPRESSION_DEPTH} levels", n.pos
+            )
+        if isinstance(n, ex.Lit):
+            bad = _bad_number(n.value)
+            if bad:
+                raise ex.ExpressionError(bad, n.pos)
+        elif isinstance(n, ex.In):
+            stack.append((n.operand, d + 1))
+            stack.extend((v, d + 1) for v in n.values)
+        elif isinstance(n, ex.Arith | ex.Cmp):
+            stack += [(n.left, d + 1), (n.right, d + 1)]
+        elif isinstance(n, ex.Neg | ex.Not | ex.Missing):
+            stack.append((n.operand, d + 1))
+        elif isinstance(n, ex.Call):
+            stack.extend((a, d + 1) for a in n.args)
+        elif isinstance(n, ex.And | ex.Or):
+            stack.extend((i, d + 1) for i in n.items)
