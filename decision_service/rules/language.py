@@ -259,7 +259,7 @@ class _Loader:
             raise _Abort
         out: dict[str, yaml.Node] = {}
         for k, v in node.value:
-            key = self.value(k)
+            key = self.value(k, rule_id)
             if not isinstance(key, str):
                 self.error(k, rule_id, f"{what}: keys must be text")
                 continue
@@ -272,7 +272,7 @@ class _Loader:
         self, node: yaml.Node, m: dict[str, yaml.Node], allowed: set, rule_id, what
     ) -> None:
         for k, _v in node.value:
-            key = self.value(k)
+            key = self.value(k, rule_id)
             if key not in allowed:
                 self.error(
                     k,
@@ -500,7 +500,7 @@ class _Loader:
                             self.error(knode, rid, f"{fname!r} is both set and computed")
                         derived[fname] = NUMBER
                         continue
-                    lit = self.value(vnode)
+                    lit = self.value(vnode, rid)
                     if isinstance(lit, bool):
                         t = BOOLEAN
                     elif isinstance(lit, int | float):
@@ -572,7 +572,7 @@ class _Loader:
         return mapping_node
 
     def _int(self, node: yaml.Node, rid, what, lo, hi) -> int | None:
-        v = self.value(node)
+        v = self.value(node, rid)
         if isinstance(v, bool) or not isinstance(v, int):
             self.error(node, rid, f"{what} must be a whole number ({lo}..{hi}), got {v!r}")
             return None
@@ -672,7 +672,7 @@ class _Loader:
 
         def check(node: yaml.Node, kind: str) -> Expr | None:
             # give a precise message for same-stage / later-stage use of derived fields
-            text = self.value(node)
+            text = self.value(node, rid)
             if isinstance(text, str):
                 try:
                     for tok in ex.tokenize(text):
@@ -702,9 +702,9 @@ class _Loader:
         then_written: dict[str, Any] = {}
         if then is None:
             return None
-        then_written = self.value(h["m"]["then"])
+        then_written = self.value(h["m"]["then"], rid)
         if "outcome" in then:
-            outcome = self.value(then["outcome"])
+            outcome = self.value(then["outcome"], rid)
             if outcome not in OUTCOMES:
                 self.error(then["outcome"], rid, f"outcome must be one of {', '.join(OUTCOMES)}")
                 ok = False
@@ -716,14 +716,14 @@ class _Loader:
             self.error(m["then"], rid, "a rule with an outcome needs a `reason`")
             ok = False
         if "set" in then and isinstance(then["set"], yaml.MappingNode):
-            set_ = {self.value(k): self.value(v) for k, v in then["set"].value}
+            set_ = {self.value(k, rid): self.value(v, rid) for k, v in then["set"].value}
         if "compute" in then and isinstance(then["compute"], yaml.MappingNode):
             for k, vnode in then["compute"].value:
                 e = check(vnode, "number")
                 if e is None:
                     ok = False
                 else:
-                    compute[self.value(k)] = e
+                    compute[self.value(k, rid)] = e
         if "max_amount" in then:
             cap = check(then["max_amount"], "number")
             if cap is None:
@@ -850,6 +850,8 @@ def _is_number(v: Any) -> bool:
 
 def _problem(e: BaseException) -> str:
     text = getattr(e, "problem", None) or str(e) or type(e).__name__
+    if "integer string conversion" in text:
+        return "number has too many digits"
     return text.splitlines()[0][:200]
 
 
