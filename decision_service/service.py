@@ -125,6 +125,7 @@ class Service:
             ],
             # every version in rules/: active, scheduled (effective_from ahead) or past
             "versions": self.rules.versions_status(),
+            "watch_errors": self.rules.watch_errors,  # failed watcher reloads since start
         }
 
     async def readiness(self) -> dict[str, bool]:
