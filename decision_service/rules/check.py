@@ -63,7 +63,7 @@ def run_check(
         loaded.append(_Version(ruleset))
         try:
             built, problems, coverage = build_and_test(ruleset)
-        except (DurableEngineError, SyntaxError) as e:  # pragma: no cover - a bug of ours
+        except (DurableEngineError, SyntaxError, Exception) as e:  # pragma: no cover - a bug
             print(f"{path}: could not compile: {e}", file=out)
             failed = True
             continue
