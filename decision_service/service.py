@@ -129,13 +129,9 @@ class Service:
         }
 
     async def readiness(self) -> dict[str, bool]:
-        try:
-            rules_ok = self.rules.active() is not None
-        except LookupError:
-            rules_ok = False
         return {
             "model": self.scorer is not None,
-            "rules": rules_ok,
+            "rules": self.rules.ready(),
             "audit_store": await self.store.ping() and self.store.healthy(),
         }
 

@@ -308,6 +308,14 @@ class RuleRegistry:
             raise KeyError(name)
         return snap
 
+    def ready(self) -> bool:
+        """A version is in force now and its engine can decide."""
+        try:
+            snap = self.active()
+        except LookupError:
+            return False
+        return not getattr(snap.engine, "closed", False)
+
     def versions_status(self) -> list[dict[str, Any]]:
         """Every version in the directory: active, scheduled or past, with its window."""
         schedule = self.schedule()

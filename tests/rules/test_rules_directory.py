@@ -206,3 +206,17 @@ def test_the_watcher_survives_every_error_and_counts_it(rules_dir, monkeypatch):
         assert reg.active().version == "2026.11.7"
     finally:
         reg.close()
+
+
+def test_ready_means_a_version_is_in_force_and_can_decide(rules_dir):
+    clock = Clock("2026-11-20T00:00:00Z")
+    reg = RuleRegistry(rules_dir, SCHEMA, clock=clock)
+    assert reg.ready()
+    clock.now = ts("2026-10-01T00:00:00Z")  # the clock stepped back before every version
+    assert not reg.ready()
+    clock.now = ts("2026-11-20T00:00:00Z")
+    assert reg.ready()
+    reg.active().engine.close()  # an engine that can no longer decide
+    assert not reg.ready()
+    reg.close()
+    assert not reg.ready()
