@@ -267,7 +267,8 @@ class RuleRegistry:
         schedule = None
         if not errors:
             try:
-                schedule = build_schedule(list(new.values()), self.clock())
+                serving = state.schedule.name if state is not None else None
+                schedule = build_schedule(list(new.values()), self.clock(), champion=serving)
             except ScheduleError as e:
                 errors += e.errors
         if errors or schedule is None:

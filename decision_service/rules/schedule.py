@@ -101,7 +101,9 @@ class ScheduleError(ValueError):
         super().__init__("\n".join(errors))
 
 
-def build_schedule(versions: Sequence[V], now: float, *, require_now: bool = True) -> Schedule[V]:
+def build_schedule(
+    versions: Sequence[V], now: float, *, require_now: bool = True, champion: str | None = None
+) -> Schedule[V]:
     """Check the versions of the rules directory and lay out their timeline.
 
     Refused (ScheduleError, messages at file:line:col): champions of two different rulesets,
@@ -112,16 +114,25 @@ def build_schedule(versions: Sequence[V], now: float, *, require_now: bool = Tru
     errors: list[str] = []
     if not versions:
         raise ScheduleError(["no champion ruleset: every rule file is a challenger"])
-    names: dict[str, V] = {}
+    names: dict[str, list[V]] = {}
     for v in versions:
-        names.setdefault(v.ruleset.name, v)
+        names.setdefault(v.ruleset.name, []).append(v)
     if len(names) > 1:
-        listed = ", ".join(f"{n!r} ({v.ruleset.file})" for n, v in names.items())
-        errors.append(
-            f"one champion ruleset decides, found {len(names)}: {listed}. Make each other file "
-            "a scheduled version of the champion (same `ruleset` name, its own "
-            "`effective_from`) or a challenger (`role: challenger`)"
-        )
+        # the champion: the one serving now, else the name most files share
+        if champion not in names:
+            champion = max(names, key=lambda n: len(names[n]))
+        listed = ", ".join(f"{n!r} ({names[n][0].ruleset.file})" for n in names)
+        for name, vs in names.items():
+            if name == champion:
+                continue
+            for v in vs:
+                errors.append(
+                    f"{_where(v.ruleset, 'ruleset')}: ruleset {name!r} is not the champion "
+                    f"{champion!r}: one champion ruleset decides, found {len(names)} "
+                    f"({listed}). Make this file a scheduled version of {champion!r} (same "
+                    "`ruleset` name, its own `effective_from`) or a challenger "
+                    "(`role: challenger`)"
+                )
         raise ScheduleError(errors)
     ordered = sorted(versions, key=lambda v: _ts(v.ruleset.effective_from_at, -math.inf))
     for a, b in itertools.pairwise(ordered):

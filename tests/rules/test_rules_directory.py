@@ -53,6 +53,7 @@ def test_a_second_unrelated_ruleset_is_refused_and_the_champion_keeps_serving(ru
     assert not result.ok
     text = "\n".join(result.errors)
     assert "one champion ruleset decides, found 2" in text
+    assert f"{rules_dir / 'other.yaml'}:4:10: ruleset 'other' is not the champion" in text
     assert "'other'" in text and "'risk-appetite'" in text and "role: challenger" in text
     assert reg.active() is before
     assert reg.active().evaluate({"age": 40, "pd": 0.05}).outcome in {"approve", "refer"}
