@@ -294,23 +294,30 @@ class _Loader:
         return v
 
     # -- main ------------------------------------------------------------------------------
-    def scan(self) -> None:
-        """Walk the YAML events (no recursion, no objects built) and refuse what the rest of
-        the loader must never see: aliases and anchors (alias bombs, cycles), explicit tags
-        (`!!python/object`, custom tags), nesting deeper than MAX_YAML_DEPTH (the composer
-        recurses), complex or duplicate keys anywhere, oversized values."""
+    def compose(self) -> yaml.Node | None:
+        """Build the node tree from the YAML events, in Python (no recursion; the C composer
+        would hold the GIL for a whole large file), refusing on the way what the rest of the
+        loader must never see: aliases and anchors (alias bombs, cycles), explicit tags
+        (`!!python/object`, custom tags), nesting deeper than MAX_YAML_DEPTH, complex or
+        duplicate keys anywhere, oversized values, more than one document."""
         loader = _Loader_cls(self.text)
-        # per open collection: [is_mapping, keys seen, expecting a key]
+        # per open collection: [node, keys seen, expecting a key, pending key node]
         stack: list[list[Any]] = []
-        events = 0
+        root: yaml.Node | None = None
+        documents = events = 0
         try:
             while True:
                 event = loader.get_event()
                 if event is None:
-                    return
+                    return root
                 events += 1
                 if events > MAX_YAML_EVENTS:
                     self._fatal(event, f"file has more than {MAX_YAML_EVENTS} YAML nodes")
+                if isinstance(event, yaml.DocumentStartEvent):
+                    documents += 1
+                    if documents > 1:
+                        self._fatal(event, "one YAML document per rule file (found a second)")
+                    continue
                 if isinstance(event, yaml.AliasEvent):
                     self._fatal(event, "YAML aliases (*name) are not allowed in rule files")
                 if getattr(event, "anchor", None) is not None:
@@ -319,7 +326,8 @@ class _Loader:
                 if tag is not None and tag != "!":  # "!" = a quoted scalar's non-specific tag
                     self._fatal(event, f"YAML tags ({tag}) are not allowed in rule files")
                 top = stack[-1] if stack else None
-                is_key = top is not None and top[0] and top[2]
+                is_key = top is not None and isinstance(top[0], yaml.MappingNode) and top[2]
+                node: yaml.Node | None = None
                 if isinstance(event, yaml.ScalarEvent):
                     if len(event.value) > MAX_SCALAR_CHARS:
                         self._fatal(
@@ -331,19 +339,47 @@ class _Loader:
                         if event.value in top[1]:
                             self._fatal(event, f"duplicate key {event.value!r}")
                         top[1].add(event.value)
-                        top[2] = False
-                    elif top is not None and top[0]:
-                        top[2] = True
+                    node = yaml.ScalarNode(
+                        loader.resolve(yaml.ScalarNode, event.value, event.implicit),
+                        event.value,
+                        event.start_mark,
+                        event.end_mark,
+                        style=event.style,
+                    )
                 elif isinstance(event, yaml.CollectionStartEvent):
                     if is_key:
                         self._fatal(event, "keys must be text, not a mapping or a list")
                     if len(stack) >= MAX_YAML_DEPTH:
                         self._fatal(event, f"nested deeper than {MAX_YAML_DEPTH} levels")
-                    stack.append([isinstance(event, yaml.MappingStartEvent), set(), True])
+                    kind = (
+                        yaml.MappingNode
+                        if isinstance(event, yaml.MappingStartEvent)
+                        else yaml.SequenceNode
+                    )
+                    collection = kind(
+                        loader.resolve(kind, None, event.implicit),
+                        [],
+                        event.start_mark,
+                        None,
+                        flow_style=event.flow_style,
+                    )
+                    stack.append([collection, set(), True, None])
+                    continue
                 elif isinstance(event, yaml.CollectionEndEvent):
-                    stack.pop()
-                    if stack and stack[-1][0]:
-                        stack[-1][2] = True
+                    node = stack.pop()[0]
+                    node.end_mark = event.end_mark
+                    top = stack[-1] if stack else None
+                else:
+                    continue
+                if top is None:
+                    root = node
+                elif isinstance(top[0], yaml.SequenceNode):
+                    top[0].value.append(node)
+                elif top[2]:
+                    top[3], top[2] = node, False
+                else:
+                    top[0].value.append((top[3], node))
+                    top[2] = True
         finally:
             loader.dispose()
 
@@ -367,15 +403,7 @@ class _Loader:
 
     def load(self) -> Ruleset:
         try:
-            self.scan()
-        except yaml.YAMLError as e:
-            raise self._yaml_error(e) from None
-        try:
-            loader = _Loader_cls(self.text)
-            try:
-                root = loader.get_single_node()
-            finally:
-                loader.dispose()
+            root = self.compose()
         except yaml.YAMLError as e:
             raise self._yaml_error(e) from None
         if root is None:
