@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
 import hashlib
 import math
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -167,9 +171,36 @@ def load_ruleset_from_text(text: str, name_for_errors: str, schema: FactSchema) 
             name_for_errors, None, 1, 1, f"file is larger than {MAX_FILE_BYTES} bytes"
         )
     try:
-        return _Loader(text, name_for_errors, schema).load()
+        with _cyclic_gc_paused():
+            return _Loader(text, name_for_errors, schema).load()
     except RecursionError:  # a guard below failed: still a refusal, never a crash
         raise RuleFileError(name_for_errors, None, 1, 1, "file is nested too deeply") from None
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """No cyclic GC while a file is parsed: every full collection would walk the whole node
+    tree (half a million objects for a 10,000-rule file) holding the GIL, stalling /decide.
+    The tree has no cycles (aliases are refused) and is freed by reference counting when the
+    load returns; the collector then resumes as it was."""
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:  # loads in several threads: the first in disables, the last out enables
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_was_enabled = True
 
 
 def parse_instant(value: Any) -> dt.datetime | None:
@@ -212,6 +243,17 @@ _EXPECT_KEYS = {"outcome", "fired", "derived", "max_amount", "not_fired"}
 
 class _Abort(Exception):
     pass
+
+
+class _Mark(NamedTuple):
+    """Where a node starts (0-based). A tuple of ints is not tracked by the cyclic GC: a
+    10,000-rule file makes a million marks, and every full collection would walk them."""
+
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"line {self.line + 1}, column {self.column + 1}"
 
 
 class _Loader:
@@ -339,11 +381,12 @@ class _Loader:
                         if event.value in top[1]:
                             self._fatal(event, f"duplicate key {event.value!r}")
                         top[1].add(event.value)
+                    mark = _Mark(event.start_mark.line, event.start_mark.column)
                     node = yaml.ScalarNode(
                         loader.resolve(yaml.ScalarNode, event.value, event.implicit),
                         event.value,
-                        event.start_mark,
-                        event.end_mark,
+                        mark,
+                        mark,
                         style=event.style,
                     )
                 elif isinstance(event, yaml.CollectionStartEvent):
@@ -356,18 +399,18 @@ class _Loader:
                         if isinstance(event, yaml.MappingStartEvent)
                         else yaml.SequenceNode
                     )
+                    mark = _Mark(event.start_mark.line, event.start_mark.column)
                     collection = kind(
                         loader.resolve(kind, None, event.implicit),
                         [],
-                        event.start_mark,
-                        None,
+                        mark,
+                        mark,
                         flow_style=event.flow_style,
                     )
                     stack.append([collection, set(), True, None])
                     continue
                 elif isinstance(event, yaml.CollectionEndEvent):
                     node = stack.pop()[0]
-                    node.end_mark = event.end_mark
                     top = stack[-1] if stack else None
                 else:
                     continue

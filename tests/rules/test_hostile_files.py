@@ -470,3 +470,27 @@ def test_every_case_is_a_different_file():
     from ._data import POLICY
 
     assert load_ruleset_from_text(POLICY.read_text(), str(POLICY), SCHEMA).rules
+
+
+def test_the_cyclic_collector_is_back_after_every_load(tmp_path):
+    """Parsing pauses the cyclic GC (its full collections would walk the whole node tree with
+    the GIL held); whatever happens, it is restored as it was."""
+    import gc
+
+    assert gc.isenabled()
+    for content, message, *_ in CASES[:12]:
+        with pytest.raises(RuleFileError):
+            load_ruleset_from_text(
+                content.decode("utf-8", "replace") if isinstance(content, bytes) else content,
+                "x.yaml",
+                SCHEMA,
+            )
+        assert gc.isenabled(), message
+    load_ruleset_from_text(GOOD, "x.yaml", SCHEMA)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load_ruleset_from_text(GOOD, "x.yaml", SCHEMA)
+        assert not gc.isenabled()  # a process that runs without it keeps running without it
+    finally:
+        gc.enable()
