@@ -8,7 +8,8 @@ Guards (each has a test in tests/rules/test_durable_hazards.py):
   a session where no action ran segfaults);
 - a discriminator (`k == "app"`) on every pattern;
 - floats are formatted by us (`1e-05` → `1.0e-05`; non-finite values are never sent);
-- at most 25 rules per durable ruleset (error 303 / hangs with large rulesets);
+- at most 25 rules per durable ruleset (error 303 / hangs with large rulesets), and at most
+  MAX_PROPERTIES fact properties (error 302 beyond ~252);
 - strict fact types (the schema's normalise) and only the fields each chunk's rules use;
 - hits are de-duplicated by rule name (`$or` can fire a rule more than once);
 - durable rule names are ASCII (`r<i>`), whatever our ids are: its messages escape the rest;
@@ -49,6 +50,9 @@ CHUNK_SIZE = 25
 MAX_ALTERNATIVES = 64
 MAX_NESTING = 8
 MAX_ATOMS = 64
+# Properties one fact may carry: error 302 at assert time above ~252 (measured); a chunk's
+# rules are grouped so that the fields and synthetic facts they read stay within this.
+MAX_PROPERTIES = 200
 DISCRIMINATOR = ("k", "app")
 CATCH_ALL = "zz_catch_all"
 _ruleset_ids = itertools.count(1)
@@ -163,6 +167,31 @@ def _shape(n: ex.Node) -> tuple[int, int, int]:
         else:
             atoms += 1
     return depth, width, atoms
+
+
+def _properties(rule: Rule) -> int:
+    """Upper bound of the fact properties one rule needs (fields read + synthetic facts)."""
+    node = ex.to_nnf(rule.when.node)
+    if needs_materialising(node):
+        return 1
+    return len(ex.fields_of(node)) + _shape(node)[2]
+
+
+def _groups(rules: list[Rule], chunk_size: int) -> list[list[Rule]]:
+    """Consecutive groups of at most `chunk_size` rules needing at most MAX_PROPERTIES."""
+    groups: list[list[Rule]] = []
+    current: list[Rule] = []
+    budget = 0
+    for rule in rules:
+        need = _properties(rule)
+        if current and (len(current) == chunk_size or budget + need > MAX_PROPERTIES):
+            groups.append(current)
+            current, budget = [], 0
+        current.append(rule)
+        budget += need
+    if current:
+        groups.append(current)
+    return groups
 
 
 def needs_materialising(n: ex.Node) -> bool:
@@ -288,11 +317,10 @@ class DurableEngine:
         try:
             for si, stage in enumerate(ruleset.stages):
                 rules = [r for r in ruleset.rules if r.stage == stage]
-                chunks = []
-                for ci in range(0, len(rules), chunk_size):
-                    chunks.append(
-                        self._chunk(f"{tag}/s{si}/c{ci // chunk_size}", rules[ci : ci + chunk_size])
-                    )
+                chunks = [
+                    self._chunk(f"{tag}/s{si}/c{ci}", group)
+                    for ci, group in enumerate(_groups(rules, chunk_size))
+                ]
                 self._stages.append(chunks)
         except BaseException:
             self.close()
@@ -315,6 +343,8 @@ class DurableEngine:
         definition[CATCH_ALL] = {"all": [{"m": disc}], "pri": MAX_PRIORITY + 1}
         synthetics = tuple(compiler.synthetics.values())
         used_directly = tuple(compiler.direct)
+        if len(synthetics) + len(used_directly) > MAX_PROPERTIES:  # _groups keeps us below
+            raise DurableEngineError(f"{name}: a fact would need over {MAX_PROPERTIES} properties")
         try:
             handle = dre.create_ruleset(name, to_json(definition))
         except dre.error as e:

@@ -196,3 +196,30 @@ def test_no_definition_sent_to_durable_exceeds_its_limits():
         assert [f.id for f in eng.evaluate({"age": 18, "pd": 0.1}).fired] == ["BIG", "SMALL"]
     finally:
         eng.close()
+
+
+def test_rules_reading_many_fields_never_send_a_fact_of_over_252_properties():
+    """durable_rules fails an assert (error 302) when a fact carries more than ~252 properties:
+    rules are grouped so that each durable ruleset's fact stays within MAX_PROPERTIES."""
+    from decision_service.rules.compiled import CompiledEngine
+    from decision_service.rules.durable import MAX_PROPERTIES, DurableEngine
+
+    derived = ", ".join(f"d{i}: {i}" for i in range(400))
+    readers = "".join(
+        f"  - id: READ-{r}\n    stage: 2\n    when: '"
+        + " and ".join(f"d{r * 16 + j} >= 0" for j in range(16))
+        + "'\n    then: {outcome: refer, reason: r}\n"
+        for r in range(25)
+    )
+    text = HEAD + f"  - {{id: SET, when: age > 0, then: {{set: {{{derived}}}}}}}\n" + readers
+    rs = load_ruleset_from_text(text, "wide.yaml", SCHEMA)
+    durable, compiled = DurableEngine(rs), CompiledEngine(rs)
+    try:
+        for chunks in durable._stages:
+            for chunk in chunks:
+                assert len(chunk.fields) + len(chunk.synthetics) <= MAX_PROPERTIES
+        a, b = durable.evaluate({"age": 30, "pd": 0.1}), compiled.evaluate({"age": 30, "pd": 0.1})
+        assert [f.id for f in a.fired] == [f.id for f in b.fired]
+        assert len(a.fired) == 26
+    finally:
+        durable.close()
