@@ -41,6 +41,7 @@ from decision_service.rules.schema import FactSchema
 
 ENGINES: dict[str, type] = {"durable_rules": DurableEngine, "compiled": CompiledEngine}
 DEFAULT_ENGINE = "durable_rules"
+MAX_RULE_FILES = 100  # versions of the champion kept in rules/ (each is built on both engines)
 log = structlog.get_logger("decision_service.rules")
 
 
@@ -247,6 +248,14 @@ class RuleRegistry:
         files, errors = self.files()
         if not files and not errors:
             return ReloadResult(False, errors=[f"{self.path}: no *.yaml rule files"])
+        if len(files) > MAX_RULE_FILES:
+            return ReloadResult(
+                False,
+                errors=[
+                    f"{self.path}: {len(files)} rule files; the limit is {MAX_RULE_FILES} "
+                    "(remove versions that are past)"
+                ],
+            )
         for path in files:
             try:
                 text = read_rule_text(path)

@@ -221,3 +221,18 @@ def test_ready_means_a_version_is_in_force_and_can_decide(rules_dir):
     assert not reg.ready()
     reg.close()
     assert not reg.ready()
+
+
+def test_too_many_rule_files_are_refused_before_any_is_built(rules_dir):
+    from decision_service.rules.registry import MAX_RULE_FILES
+
+    reg = RuleRegistry(rules_dir, SCHEMA)
+    before = reg.active()
+    for i in range(MAX_RULE_FILES):
+        (rules_dir / f"v{i:03}.yaml").write_text("not even a ruleset")
+    result = reg.reload()
+    assert not result.ok and reg.active() is before
+    assert result.errors == [
+        f"{rules_dir}: {MAX_RULE_FILES + 1} rule files; the limit is {MAX_RULE_FILES} "
+        "(remove versions that are past)"
+    ]
