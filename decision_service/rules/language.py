@@ -1,65 +1,43 @@
-"""Rule files: YAML → a validated, type-checked Ruleset. Errors carry file, rule id, line, col."""
+"""Rule files: YAML → a validated, type-checked Ruleset. Errors carry file, rule id, line, col.
+
+What a file may hold at most, and the guards that keep a hostile file from hanging or crashing
+anything, are in limits.py; this module gives the file its meaning.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import gc
 import hashlib
-import math
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import yaml
 
 from decision_service.rules import expressions as ex
+from decision_service.rules.limits import (
+    ID_CHARS,
+    MAX_FILE_BYTES,
+    MAX_ID_CHARS,
+    MAX_RULES,
+    MAX_TESTS,
+    RuleFileError,
+    bad_number,
+    compose_yaml,
+    cyclic_gc_paused,
+    guard_expression,
+    guard_tree,
+    problem,
+    read_rule_text,
+    yaml_error,
+)
 from decision_service.rules.schema import BOOLEAN, NUMBER, FactSchema, FieldType
+
+__all__ = ["RuleFileError", "Ruleset", "load_ruleset", "load_ruleset_from_text", "read_rule_text"]
 
 OUTCOMES = ("approve", "refer", "decline")
 ROLES = ("champion", "challenger")
-_Loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # same nodes and marks, faster
 MAX_PRIORITY = 65534  # durable_rules' pri is an unsigned short; 65535 is our catch-all
-
-# Limits on a rule file: a rule file is input, and no file may hang, crash or starve the
-# service. Each is refused with a message naming the limit (README "Rule files: limits").
-MAX_FILE_BYTES = 4 * 1024 * 1024
-MAX_RULES = 10_000
-MAX_TESTS = 5_000
-MAX_YAML_DEPTH = 16  # nested mappings/lists (the shipped policy uses 4)
-MAX_YAML_EVENTS = 2_000_000
-MAX_SCALAR_CHARS = 200_000  # any one YAML value, expressions included
-MAX_EXPRESSION_DEPTH = 32  # nested parentheses, `not`s and operators in one expression
-MAX_LIST_VALUES = 10_000  # values in one `in [...]` list / alternatives in one `or`
-MAX_ID_CHARS = 100
-MAX_NUMBER = 2**53  # integers beyond this are not exact as JSON numbers
-MAX_NUMBER_DIGITS = 40
-_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
-
-
-class RuleFileError(Exception):
-    """An error in a rule file, at a position an analyst can go to.
-
-    `errors` holds every error found in the file (this one first).
-    """
-
-    def __init__(
-        self, file: str, rule_id: str | None, line: int, column: int, message: str
-    ) -> None:
-        self.file = file
-        self.rule_id = rule_id
-        self.line = line
-        self.column = column
-        self.message = message
-        self.errors: list[RuleFileError] = [self]
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}"
-        rule = f" {self.rule_id}:" if self.rule_id else ""
-        return f"{where}:{rule} {self.message}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,36 +112,6 @@ def load_ruleset(path: Path | str, schema: FactSchema) -> Ruleset:
     return load_ruleset_from_text(read_rule_text(path), str(path), schema)
 
 
-def read_rule_text(path: Path, name_for_errors: str | None = None) -> str:
-    """A rule file's text, refused (RuleFileError) when too big or not UTF-8."""
-    name = name_for_errors or str(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise RuleFileError(
-                name, None, 1, 1, f"file is {size} bytes; the limit is {MAX_FILE_BYTES}"
-            )
-        with path.open("rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise RuleFileError(name, None, 1, 1, f"cannot read: {e.strerror or e}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise RuleFileError(name, None, 1, 1, f"file is larger than {MAX_FILE_BYTES} bytes")
-    return decode_rule_bytes(raw, name)
-
-
-def decode_rule_bytes(raw: bytes, name_for_errors: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        before = raw[: e.start]
-        line = before.count(b"\n") + 1
-        col = len(before) - (before.rfind(b"\n") + 1) + 1
-        raise RuleFileError(
-            name_for_errors, None, line, col, f"not UTF-8 text (byte 0x{raw[e.start]:02x})"
-        ) from None
-
-
 def load_ruleset_from_text(text: str, name_for_errors: str, schema: FactSchema) -> Ruleset:
     """Parse and type-check a rule file's text. Raises RuleFileError (with `.errors`)."""
     if len(text) > MAX_FILE_BYTES:
@@ -171,36 +119,10 @@ def load_ruleset_from_text(text: str, name_for_errors: str, schema: FactSchema) 
             name_for_errors, None, 1, 1, f"file is larger than {MAX_FILE_BYTES} bytes"
         )
     try:
-        with _cyclic_gc_paused():
+        with cyclic_gc_paused():
             return _Loader(text, name_for_errors, schema).load()
     except RecursionError:  # a guard below failed: still a refusal, never a crash
         raise RuleFileError(name_for_errors, None, 1, 1, "file is nested too deeply") from None
-
-
-@contextlib.contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """No cyclic GC while a file is parsed: every full collection would walk the whole node
-    tree (half a million objects for a 10,000-rule file) holding the GIL, stalling /decide.
-    The tree has no cycles (aliases are refused) and is freed by reference counting when the
-    load returns; the collector then resumes as it was."""
-    global _gc_pauses, _gc_was_enabled
-    with _gc_lock:  # loads in several threads: the first in disables, the last out enables
-        if _gc_pauses == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pauses += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pauses -= 1
-            if _gc_pauses == 0 and _gc_was_enabled:
-                gc.enable()
-
-
-_gc_lock = threading.Lock()
-_gc_pauses = 0
-_gc_was_enabled = True
 
 
 def parse_instant(value: Any) -> dt.datetime | None:
@@ -245,17 +167,6 @@ class _Abort(Exception):
     pass
 
 
-class _Mark(NamedTuple):
-    """Where a node starts (0-based). A tuple of ints is not tracked by the cyclic GC: a
-    10,000-rule file makes a million marks, and every full collection would walk them."""
-
-    line: int
-    column: int
-
-    def __str__(self) -> str:
-        return f"line {self.line + 1}, column {self.column + 1}"
-
-
 class _Loader:
     def __init__(self, text: str, file: str, schema: FactSchema) -> None:
         self.text = text
@@ -287,9 +198,9 @@ class _Loader:
         try:
             v = self._constructor.construct_object(node, deep=True)
         except Exception as e:  # e.g. a timestamp like 2026-13-01, an int too long to read
-            self.error(node, rule_id, f"cannot read this value: {_problem(e)}")
+            self.error(node, rule_id, f"cannot read this value: {problem(e)}")
             raise _Abort from None
-        bad = _bad_number(v)
+        bad = bad_number(v)
         if bad is not None:
             self.error(node, rule_id, bad)
             raise _Abort
@@ -336,119 +247,11 @@ class _Loader:
         return v
 
     # -- main ------------------------------------------------------------------------------
-    def compose(self) -> yaml.Node | None:
-        """Build the node tree from the YAML events, in Python (no recursion; the C composer
-        would hold the GIL for a whole large file), refusing on the way what the rest of the
-        loader must never see: aliases and anchors (alias bombs, cycles), explicit tags
-        (`!!python/object`, custom tags), nesting deeper than MAX_YAML_DEPTH, complex or
-        duplicate keys anywhere, oversized values, more than one document."""
-        loader = _Loader_cls(self.text)
-        # per open collection: [node, keys seen, expecting a key, pending key node]
-        stack: list[list[Any]] = []
-        root: yaml.Node | None = None
-        documents = events = 0
-        try:
-            while True:
-                event = loader.get_event()
-                if event is None:
-                    return root
-                events += 1
-                if events > MAX_YAML_EVENTS:
-                    self._fatal(event, f"file has more than {MAX_YAML_EVENTS} YAML nodes")
-                if isinstance(event, yaml.DocumentStartEvent):
-                    documents += 1
-                    if documents > 1:
-                        self._fatal(event, "one YAML document per rule file (found a second)")
-                    continue
-                if isinstance(event, yaml.AliasEvent):
-                    self._fatal(event, "YAML aliases (*name) are not allowed in rule files")
-                if getattr(event, "anchor", None) is not None:
-                    self._fatal(event, "YAML anchors (&name) are not allowed in rule files")
-                tag = getattr(event, "tag", None)
-                if tag is not None and tag != "!":  # "!" = a quoted scalar's non-specific tag
-                    self._fatal(event, f"YAML tags ({tag}) are not allowed in rule files")
-                top = stack[-1] if stack else None
-                is_key = top is not None and isinstance(top[0], yaml.MappingNode) and top[2]
-                node: yaml.Node | None = None
-                if isinstance(event, yaml.ScalarEvent):
-                    if len(event.value) > MAX_SCALAR_CHARS:
-                        self._fatal(
-                            event,
-                            f"value is {len(event.value)} characters long; the limit is "
-                            f"{MAX_SCALAR_CHARS}",
-                        )
-                    if is_key:
-                        if event.value in top[1]:
-                            self._fatal(event, f"duplicate key {event.value!r}")
-                        top[1].add(event.value)
-                    mark = _Mark(event.start_mark.line, event.start_mark.column)
-                    node = yaml.ScalarNode(
-                        loader.resolve(yaml.ScalarNode, event.value, event.implicit),
-                        event.value,
-                        mark,
-                        mark,
-                        style=event.style,
-                    )
-                elif isinstance(event, yaml.CollectionStartEvent):
-                    if is_key:
-                        self._fatal(event, "keys must be text, not a mapping or a list")
-                    if len(stack) >= MAX_YAML_DEPTH:
-                        self._fatal(event, f"nested deeper than {MAX_YAML_DEPTH} levels")
-                    kind = (
-                        yaml.MappingNode
-                        if isinstance(event, yaml.MappingStartEvent)
-                        else yaml.SequenceNode
-                    )
-                    mark = _Mark(event.start_mark.line, event.start_mark.column)
-                    collection = kind(
-                        loader.resolve(kind, None, event.implicit),
-                        [],
-                        mark,
-                        mark,
-                        flow_style=event.flow_style,
-                    )
-                    stack.append([collection, set(), True, None])
-                    continue
-                elif isinstance(event, yaml.CollectionEndEvent):
-                    node = stack.pop()[0]
-                    top = stack[-1] if stack else None
-                else:
-                    continue
-                if top is None:
-                    root = node
-                elif isinstance(top[0], yaml.SequenceNode):
-                    top[0].value.append(node)
-                elif top[2]:
-                    top[3], top[2] = node, False
-                else:
-                    top[0].value.append((top[3], node))
-                    top[2] = True
-        finally:
-            loader.dispose()
-
-    def _fatal(self, event: yaml.Event, message: str) -> None:
-        mark = event.start_mark
-        raise RuleFileError(self.file, None, mark.line + 1, mark.column + 1, message)
-
-    def _yaml_error(self, e: yaml.YAMLError) -> RuleFileError:
-        if isinstance(e, yaml.MarkedYAMLError):
-            mark = e.problem_mark or e.context_mark
-            line = mark.line + 1 if mark else 1
-            col = mark.column + 1 if mark else 1
-            return RuleFileError(self.file, None, line, col, f"invalid YAML: {e.problem}")
-        position = getattr(e, "position", None)  # ReaderError: a character YAML forbids
-        if isinstance(position, int):
-            before = self.text[:position]
-            line = before.count("\n") + 1
-            col = position - (before.rfind("\n") + 1) + 1
-            return RuleFileError(self.file, None, line, col, f"invalid YAML: {_problem(e)}")
-        return RuleFileError(self.file, None, 1, 1, f"invalid YAML: {_problem(e)}")
-
     def load(self) -> Ruleset:
         try:
-            root = self.compose()
+            root = compose_yaml(self.text, self.file)
         except yaml.YAMLError as e:
-            raise self._yaml_error(e) from None
+            raise yaml_error(e, self.text, self.file) from None
         if root is None:
             raise RuleFileError(self.file, None, 1, 1, "empty rule file")
         try:
@@ -661,7 +464,7 @@ class _Loader:
         rid = self.value(m["id"], f"rules[{index}]")
         # ASCII only: ids go into traces, logs, reason codes and engine names, and two ids
         # that look the same (Latin A, Cyrillic А) must not be two different rules
-        if not isinstance(rid, str) or not rid or not _ID_CHARS.issuperset(rid):
+        if not isinstance(rid, str) or not rid or not ID_CHARS.issuperset(rid):
             shown = rid if not isinstance(rid, str) else rid[:MAX_ID_CHARS]
             self.error(
                 m["id"],
@@ -718,9 +521,9 @@ class _Loader:
             self.error(node, rid, "expected an expression (text)")
             return None
         try:
-            _guard_expression(v)
+            guard_expression(v)
             parsed = ex.parse(v)
-            _guard_tree(parsed)
+            guard_tree(parsed)
             if kind == "condition":
                 parsed = ex.check_condition(parsed, env)
             else:
@@ -871,7 +674,7 @@ class _Loader:
             ok = True
             for k, vnode in emap.items():
                 v = self.value(vnode, label)
-                problem = _expectation_problem(k, v, rule_ids, derived)
+                problem = _expectationproblem(k, v, rule_ids, derived)
                 if problem is not None:
                     self.error(
                         vnode if k in _EXPECT_KEYS else self._key_node(expect_node, k),
@@ -889,7 +692,7 @@ class _Loader:
 # Guards and helpers
 
 
-def _expectation_problem(k: str, v: Any, rule_ids: set[str], derived) -> str | None:
+def _expectationproblem(k: str, v: Any, rule_ids: set[str], derived) -> str | None:
     """What is wrong with one `expect` entry, or None."""
     if k not in _EXPECT_KEYS:
         return f"unknown expectation {k!r} (allowed: {', '.join(sorted(_EXPECT_KEYS))})"
@@ -917,93 +720,3 @@ def _expectation_problem(k: str, v: Any, rule_ids: set[str], derived) -> str | N
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _problem(e: BaseException) -> str:
-    text = getattr(e, "problem", None) or str(e) or type(e).__name__
-    if "integer string conversion" in text:
-        return "number has too many digits"
-    return text.splitlines()[0][:200]
-
-
-def _bad_number(v: Any, depth: int = 0) -> str | None:
-    """A number in a YAML value that no engine may see (NaN, infinities, huge integers)."""
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return f"{v!r} is not allowed: numbers must be finite"
-    elif isinstance(v, int) and not isinstance(v, bool):
-        if abs(v) > MAX_NUMBER:
-            return f"number out of range (beyond ±{MAX_NUMBER})"
-    elif isinstance(v, dict) and depth < MAX_YAML_DEPTH:
-        for x in v.values():
-            bad = _bad_number(x, depth + 1)
-            if bad:
-                return bad
-    elif isinstance(v, list) and depth < MAX_YAML_DEPTH:
-        for x in v:
-            bad = _bad_number(x, depth + 1)
-            if bad:
-                return bad
-    return None
-
-
-def _guard_expression(text: str) -> None:
-    """Refuse, before the recursive-descent parser sees it, an expression that would recurse
-    too deeply (parentheses, runs of `not`/`-`), hold too many list values, or carry a
-    number literal too long to read."""
-    tokens = ex.tokenize(text)
-    depth = run = values = 0
-    for tok in tokens:
-        if tok.kind == "op" and tok.text in "([":
-            depth += 1
-            if depth > MAX_EXPRESSION_DEPTH:
-                raise ex.ExpressionError(
-                    f"nested deeper than {MAX_EXPRESSION_DEPTH} levels", tok.pos
-                )
-        elif tok.kind == "op" and tok.text in ")]":
-            depth = max(0, depth - 1)
-        if (tok.kind == "kw" and tok.text == "not") or (tok.kind == "op" and tok.text == "-"):
-            run += 1
-            if run > MAX_EXPRESSION_DEPTH:
-                raise ex.ExpressionError(
-                    f"more than {MAX_EXPRESSION_DEPTH} `not`/`-` in a row", tok.pos
-                )
-        else:
-            run = 0
-        if tok.kind == "num" and len(tok.text) > MAX_NUMBER_DIGITS:
-            raise ex.ExpressionError(f"number longer than {MAX_NUMBER_DIGITS} digits", tok.pos)
-        if tok.kind == "op" and tok.text == ",":
-            values += 1
-        if tok.kind == "kw" and tok.text in ("or", "and"):
-            values += 1
-    if values >= MAX_LIST_VALUES:
-        raise ex.ExpressionError(
-            f"more than {MAX_LIST_VALUES} list values or `and`/`or` alternatives", 0
-        )
-
-
-def _guard_tree(node: ex.Node) -> None:
-    """Depth of the parsed tree (iteratively: `a + a + … + a` is a deep tree of a flat text)
-    and the range of its number literals."""
-    stack: list[tuple[ex.Node, int]] = [(node, 1)]
-    while stack:
-        n, d = stack.pop()
-        if d > MAX_EXPRESSION_DEPTH:
-            raise ex.ExpressionError(
-                f"expression nested deeper than {MAX_EXPRESSION_DEPTH} levels", n.pos
-            )
-        if isinstance(n, ex.Lit):
-            bad = _bad_number(n.value)
-            if bad:
-                raise ex.ExpressionError(bad, n.pos)
-        elif isinstance(n, ex.In):
-            stack.append((n.operand, d + 1))
-            stack.extend((v, d + 1) for v in n.values)
-        elif isinstance(n, ex.Arith | ex.Cmp):
-            stack += [(n.left, d + 1), (n.right, d + 1)]
-        elif isinstance(n, ex.Neg | ex.Not | ex.Missing):
-            stack.append((n.operand, d + 1))
-        elif isinstance(n, ex.Call):
-            stack.extend((a, d + 1) for a in n.args)
-        elif isinstance(n, ex.And | ex.Or):
-            stack.extend((i, d + 1) for i in n.items)

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from decision_service.rules.language import RuleFileError, decode_rule_bytes, load_ruleset_from_text
+from decision_service.rules.language import RuleFileError, load_ruleset_from_text
+from decision_service.rules.limits import decode_rule_bytes
 from decision_service.rules.registry import RulesetInvalid, build_snapshot
 
 from ._data import POLICY, SCHEMA
