@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from decision_service.settings import load_settings
@@ -62,7 +63,8 @@ def _rules_check(args: argparse.Namespace) -> int:
     return run_check(paths, card_schema(load_card(settings.model_dir)), as_of=args.as_of)
 
 
-def _instant(text: str):
+def _instant(text: str) -> datetime:
+    """`--as-of`: a date (midnight UTC) or an ISO 8601 time; no zone means UTC."""
     from decision_service.rules.language import parse_instant
 
     at = parse_instant(text)
