@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from decision_service.settings import load_settings
@@ -67,7 +68,17 @@ def _rules_check(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     paths = args.paths or [settings.rules_dir]
-    return run_check(paths, card_schema(load_card(settings.model_dir)))
+    return run_check(paths, card_schema(load_card(settings.model_dir)), as_of=args.as_of)
+
+
+def _instant(text: str) -> datetime:
+    """`--as-of`: a date (midnight UTC) or an ISO 8601 time; no zone means UTC."""
+    from decision_service.rules.language import parse_instant
+
+    at = parse_instant(text)
+    if at is None:
+        raise argparse.ArgumentTypeError(f"not a date or ISO 8601 time: {text!r}")
+    return at
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -109,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
     check = rules_sub.add_parser("check", help="validate, compile, test; print rule coverage")
     check.add_argument("paths", nargs="*", type=Path)
+    check.add_argument(
+        "--as-of",
+        type=_instant,
+        default=None,
+        metavar="TIME",
+        help="also show which version is in force then (e.g. 2026-12-01T00:00Z)",
+    )
     check.set_defaults(func=_rules_check)
 
     audit = sub.add_parser("audit", help="the audit log: verify, replay, export")

@@ -16,7 +16,7 @@ from decision_service.audit import AuditStore, StoredDecision
 from decision_service.decision import Decision
 from decision_service.pipeline import decide, versions
 from decision_service.rules.evaluation import Engine
-from decision_service.rules.language import load_ruleset_from_text
+from decision_service.rules.language import RuleFileError, load_ruleset_from_text
 from decision_service.rules.registry import ENGINES
 from decision_service.scoring import Scorer, application_type
 from decision_service.service import card_schema
@@ -91,9 +91,12 @@ class Replayer:
             kept = self.store.ruleset_text(sha256)
             if kept is None:
                 raise ReplayError(f"ruleset text {sha256} is not in the audit store")
-            ruleset = load_ruleset_from_text(
-                kept.text, f"{kept.name}@{sha256[:12]}", card_schema(scorer.card)
-            )
+            try:
+                ruleset = load_ruleset_from_text(
+                    kept.text, f"{kept.name}@{sha256[:12]}", card_schema(scorer.card)
+                )
+            except RuleFileError as exc:  # e.g. a text kept before a language limit existed
+                raise ReplayError(f"ruleset text {sha256} no longer loads: {exc}") from exc
             self._engines[key] = ENGINES[kind](ruleset)
         return self._engines[key]
 

@@ -95,16 +95,15 @@ class Service:
                 {"id": r.id, "stage": r.stage, "priority": r.priority, "when": r.when.text}
                 for r in snap.ruleset.rules
             ],
+            # every version in rules/: active, scheduled (effective_from ahead) or past
+            "versions": self.rules.versions_status(),
+            "watch_errors": self.rules.watch_errors,  # failed watcher reloads since start
         }
 
     async def readiness(self) -> dict[str, bool]:
-        try:
-            rules_ok = self.rules.active() is not None
-        except LookupError:
-            rules_ok = False
         return {
             "model": self.scorer is not None,
-            "rules": rules_ok,
+            "rules": self.rules.ready(),
             "audit_store": await self.store.ping() and self.store.healthy(),
         }
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from decision_service.rules.durable import DurableEngineError
-from decision_service.rules.language import RuleFileError, load_ruleset
+from decision_service.rules.language import RuleFileError, Ruleset, load_ruleset
 from decision_service.rules.registry import build_and_test
 from decision_service.rules.schema import FactSchema
 from decision_service.rules.verify import verify
@@ -24,9 +26,24 @@ def _files(paths: list[Path]) -> list[Path]:
     return out
 
 
-def run_check(paths: list[Path], schema: FactSchema, out: TextIO | None = None) -> int:
-    """Check rule files; print actionable errors and per-rule coverage. Returns an exit code."""
+@dataclass(frozen=True)
+class _Version:
+    ruleset: Ruleset
+
+
+def run_check(
+    paths: list[Path],
+    schema: FactSchema,
+    out: TextIO | None = None,
+    as_of: dt.datetime | None = None,
+) -> int:
+    """Check rule files; print actionable errors and per-rule coverage. Returns an exit code.
+
+    The files checked together follow the rules directory's semantics (one champion, each
+    version its own effective_from, a version in force now); `as_of` also prints which
+    version would be in force at that instant."""
     out = out or sys.stdout
+    loaded: list[_Version] = []
     files = _files(paths or [Path("rules")])
     if not files:
         print(f"no rule files found in {', '.join(map(str, paths))}", file=out)
@@ -44,9 +61,10 @@ def run_check(paths: list[Path], schema: FactSchema, out: TextIO | None = None) 
                 print(err, file=out)
             failed = True
             continue
+        loaded.append(_Version(ruleset))
         try:
             built, problems, coverage = build_and_test(ruleset)
-        except (DurableEngineError, SyntaxError) as e:  # pragma: no cover - a bug of ours
+        except (DurableEngineError, SyntaxError, Exception) as e:  # pragma: no cover - a bug
             print(f"{path}: could not compile: {e}", file=out)
             failed = True
             continue
@@ -92,9 +110,43 @@ def run_check(paths: list[Path], schema: FactSchema, out: TextIO | None = None) 
             print(f"  {path}:{r.line}: {r.id}: never fired by any test (add a test)", file=out)
         if problems or never:
             failed = True
+    if loaded and not _check_schedule(loaded, out, as_of):
+        failed = True
     print("FAILED" if failed else "OK", file=out)
     return 1 if failed else 0
 
 
 def _failed_cases(problems: list[str]) -> int:
     return len({p.split(": ", 2)[1] for p in problems if "test " in p})
+
+
+def _check_schedule(versions: list[_Version], out: TextIO, as_of: dt.datetime | None) -> bool:
+    """The directory's rules for the files checked together; the version in force at `as_of`."""
+    from decision_service.rules.schedule import ScheduleError, build_schedule, iso
+
+    try:
+        schedule = build_schedule(versions, time.time())
+    except ScheduleError as e:
+        for err in e.errors:
+            print(err, file=out)
+        if as_of is None:
+            return False
+        try:
+            schedule = build_schedule(versions, as_of.timestamp(), require_now=False)
+        except ScheduleError:
+            return False
+    if as_of is None:
+        return True
+    seg = schedule.segment_at(as_of.timestamp())
+    when = iso(as_of.timestamp())
+    if seg.version is None:
+        print(f"as of {when}: no version of {schedule.name!r} is in force", file=out)
+        return False
+    rs = seg.version.ruleset
+    until = iso(seg.end) or "further notice"
+    print(
+        f"as of {when}: {rs.name} {rs.version} ({rs.file}) is in force "
+        f"(from {iso(seg.start) or 'the start'} until {until})",
+        file=out,
+    )
+    return True

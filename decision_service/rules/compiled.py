@@ -103,8 +103,19 @@ class _Gen:
         return self._atom(n, negate=True)
 
 
-def _function(name: str, body: list[str], gen: _Gen) -> list[str]:
-    lines = [f"def {name}(f):", "    g = f.get"]
+STAGE_PART = 250  # rules per generated function in a big stage
+
+
+def _ifs(rules: list[tuple[int, Rule]], gen: _Gen) -> list[str]:
+    body: list[str] = []
+    for i, rule in rules:
+        body.append(f"if {gen.true(rule.when.node)}:")
+        body.append(f"    hits.append(RULES[{i}])  # {rule.id}")
+    return body
+
+
+def _function(name: str, body: list[str], gen: _Gen, extra: str = "") -> list[str]:
+    lines = [f"def {name}(f{', ' + extra if extra else ''}):", "    g = f.get"]
     lines += [f"    v_{fname} = g({fname!r})" for fname in gen.fields]
     lines += ["    " + b for b in body]
     return lines
@@ -114,17 +125,25 @@ def generate_source(ruleset: Ruleset) -> str:
     """Python source for a ruleset: `stage_<i>(facts) -> [rules]`, `num_<k>(facts) -> value`."""
     out: list[str] = []
     for si, stage in enumerate(ruleset.stages):
-        gen = _Gen()
-        body = ["hits = []"]
-        for rule in ruleset.rules:
-            if rule.stage != stage:
-                continue
-            i = ruleset.rules.index(rule)
-            body.append(f"if {gen.true(rule.when.node)}:")
-            body.append(f"    hits.append(RULES[{i}])  # {rule.id}")
-        body.append("return hits")
-        out += _function(f"stage_{si}", body, gen)
-        out.append("")
+        # not rules.index(): O(n²) at 10,000 rules
+        indexed = [(i, r) for i, r in enumerate(ruleset.rules) if r.stage == stage]
+        parts = [indexed[k : k + STAGE_PART] for k in range(0, len(indexed), STAGE_PART)]
+        if len(parts) <= 1:
+            gen = _Gen()
+            body = ["hits = []", *_ifs(indexed, gen), "return hits"]
+            out += _function(f"stage_{si}", body, gen)
+            out.append("")
+            continue
+        # a big stage: parts of STAGE_PART rules, each compiled on its own (CompiledEngine
+        # compiles function by function: no single compile() holds the GIL for seconds)
+        calls = [f"stage_{si}_p{k}(f, hits)" for k in range(len(parts))]
+        out += [f"def stage_{si}(f):", "    hits = []", *("    " + c for c in calls)]
+        out += ["    return hits", ""]
+        for k, part in enumerate(parts):
+            gen = _Gen()
+            body = _ifs(part, gen)
+            out += _function(f"stage_{si}_p{k}", body, gen, extra="hits")
+            out.append("")
     for i, rule in enumerate(ruleset.rules):
         exprs = dict(rule.compute)
         if rule.max_amount is not None:
@@ -156,8 +175,9 @@ class CompiledEngine:
             "RULES": ruleset.rules,
             "__builtins__": {"min": min, "max": max},
         }
-        code = compile(self.source, f"<rules {ruleset.name} {ruleset.version}>", "exec")
-        exec(code, namespace)  # our generated code, from a validated AST
+        label = f"<rules {ruleset.name} {ruleset.version}>"
+        for block in self.source.split("\n\n"):  # one function at a time (see STAGE_PART)
+            exec(compile(block, label, "exec"), namespace)  # generated from a validated AST
         self._stages = [namespace[f"stage_{si}"] for si in range(len(ruleset.stages))]
         self._numbers: dict[tuple[str, str], Any] = {}
         for i, rule in enumerate(ruleset.rules):

@@ -8,9 +8,16 @@ Guards (each has a test in tests/rules/test_durable_hazards.py):
   a session where no action ran segfaults);
 - a discriminator (`k == "app"`) on every pattern;
 - floats are formatted by us (`1e-05` → `1.0e-05`; non-finite values are never sent);
-- at most 25 rules per durable ruleset (error 303 / hangs with large rulesets);
+- at most 25 rules per durable ruleset (error 303 / hangs with large rulesets), and at most
+  MAX_PROPERTIES fact properties (error 302 beyond ~252);
 - strict fact types (the schema's normalise) and only the fields each chunk's rules use;
 - hits are de-duplicated by rule name (`$or` can fire a rule more than once);
+- durable rule names are ASCII (`r<i>`), whatever our ids are: its messages escape the rest;
+- no construct the engine cannot take: a `$or` of >= 512 alternatives hangs `assert_fact`
+  (1,000 hang `create_ruleset`), nesting 15 deep is error 113. A condition wider than
+  MAX_ALTERNATIVES, deeper than MAX_NESTING or with more than MAX_ATOMS comparisons is
+  materialised whole: our code computes its (three-valued) truth before the assert and
+  durable matches that boolean fact;
 - versioned ruleset names; `delete_ruleset` when the engine is closed or garbage-collected.
 
 Conditions are put into negation normal form (exact under three-valued logic) and compiled to
@@ -34,11 +41,18 @@ from typing import Any
 import durable_rules_engine as dre
 
 from decision_service.rules import expressions as ex
-from decision_service.rules.compiled import compile_value
+from decision_service.rules.compiled import _function, _Gen, compile_value
 from decision_service.rules.evaluation import Evaluation, run_stages
 from decision_service.rules.language import MAX_PRIORITY, Rule, Ruleset
 
 CHUNK_SIZE = 25
+# Largest condition handed to durable as is (measured limits: 511 alternatives, depth 14)
+MAX_ALTERNATIVES = 64
+MAX_NESTING = 8
+MAX_ATOMS = 64
+# Properties one fact may carry: error 302 at assert time above ~252 (measured); a chunk's
+# rules are grouped so that the fields and synthetic facts they read stay within this.
+MAX_PROPERTIES = 200
 DISCRIMINATOR = ("k", "app")
 CATCH_ALL = "zz_catch_all"
 _ruleset_ids = itertools.count(1)
@@ -120,23 +134,97 @@ class Synthetic:
         return d
 
 
+class SyntheticCondition:
+    """A whole condition our code decides before the assert: true iff it is definitely true
+    (three-valued, as the compiled engine); durable matches `name == true`."""
+
+    def __init__(self, name: str, node: ex.Node) -> None:
+        self.name = name
+        self.node = node
+        gen = _Gen()
+        source = "\n".join(_function("value", [f"return {gen.true(node)}"], gen))
+        namespace: dict[str, Any] = {"__builtins__": {"min": min, "max": max}}
+        exec(compile(source, f"<condition {name}>", "exec"), namespace)  # from a validated AST
+        self._fn = namespace["value"]
+
+    def compute(self, env: Mapping[str, Any]) -> bool:
+        return bool(self._fn(env))
+
+
+def _shape(n: ex.Node) -> tuple[int, int, int]:
+    """(depth, widest and/or/in, comparisons) of an NNF condition, iteratively."""
+    depth = width = atoms = 0
+    stack: list[tuple[ex.Node, int]] = [(n, 1)]
+    while stack:
+        node, d = stack.pop()
+        depth = max(depth, d)
+        if isinstance(node, ex.And | ex.Or):
+            width = max(width, len(node.items))
+            stack.extend((i, d + 1) for i in node.items)
+        elif isinstance(node, ex.In):
+            width = max(width, len(node.values))
+            atoms += len(node.values)
+        else:
+            atoms += 1
+    return depth, width, atoms
+
+
+def _properties(rule: Rule) -> int:
+    """Upper bound of the fact properties one rule needs (fields read + synthetic facts)."""
+    node = ex.to_nnf(rule.when.node)
+    if needs_materialising(node):
+        return 1
+    return len(ex.fields_of(node)) + _shape(node)[2]
+
+
+def _groups(rules: list[Rule], chunk_size: int) -> list[list[Rule]]:
+    """Consecutive groups of at most `chunk_size` rules needing at most MAX_PROPERTIES."""
+    groups: list[list[Rule]] = []
+    current: list[Rule] = []
+    budget = 0
+    for rule in rules:
+        need = _properties(rule)
+        if current and (len(current) == chunk_size or budget + need > MAX_PROPERTIES):
+            groups.append(current)
+            current, budget = [], 0
+        current.append(rule)
+        budget += need
+    if current:
+        groups.append(current)
+    return groups
+
+
+def needs_materialising(n: ex.Node) -> bool:
+    depth, width, atoms = _shape(n)
+    return depth > MAX_NESTING or width > MAX_ALTERNATIVES or atoms > MAX_ATOMS
+
+
 class _RuleCompiler:
     def __init__(self, types: Mapping[str, Any]) -> None:
         self.types = types
-        self.synthetics: dict[str, Synthetic] = {}
+        self.synthetics: dict[str, Synthetic | SyntheticCondition] = {}
         self.direct: dict[str, None] = {}  # fields durable reads directly
         self._n = itertools.count()
+        self._by_text: dict[str, str] = {}
 
     def _synthetic(self, node: ex.Node, minus: ex.Node | None = None) -> str:
         key = ex.unparse(node) + ("" if minus is None else " - " + ex.unparse(minus))
-        for s in self.synthetics.values():
-            if (
-                ex.unparse(s.node) + ("" if s.minus is None else " - " + ex.unparse(s.minus))
-            ) == key:
-                return s.name
-        name = f"s_{next(self._n)}"
-        self.synthetics[name] = Synthetic(name, node, minus)
+        name = self._by_text.get(key)
+        if name is None:
+            name = self._by_text[key] = f"s_{next(self._n)}"
+            self.synthetics[name] = Synthetic(name, node, minus)
         return name
+
+    def rule_condition(self, n: ex.Node) -> dict[str, Any]:
+        """The durable condition of one rule's NNF condition (materialised when too big)."""
+        if needs_materialising(n):
+            key = "?" + ex.unparse(n)
+            name = self._by_text.get(key)
+            if name is None:
+                name = self._by_text[key] = f"s_{next(self._n)}"
+                self.synthetics[name] = SyntheticCondition(name, n)
+            return {name: True}
+        return self.condition(n)
 
     def condition(self, n: ex.Node) -> dict[str, Any]:
         if isinstance(n, ex.And):
@@ -184,7 +272,7 @@ class _Chunk:
     handle: int
     rules: dict[str, Rule]  # durable rule name → our rule
     fields: tuple[str, ...]  # application/derived fields to send
-    synthetics: tuple[Synthetic, ...]
+    synthetics: tuple[Synthetic | SyntheticCondition, ...]
 
 
 _live: set[int] = set()  # handles of durable rulesets not yet deleted
@@ -229,11 +317,10 @@ class DurableEngine:
         try:
             for si, stage in enumerate(ruleset.stages):
                 rules = [r for r in ruleset.rules if r.stage == stage]
-                chunks = []
-                for ci in range(0, len(rules), chunk_size):
-                    chunks.append(
-                        self._chunk(f"{tag}/s{si}/c{ci // chunk_size}", rules[ci : ci + chunk_size])
-                    )
+                chunks = [
+                    self._chunk(f"{tag}/s{si}/c{ci}", group)
+                    for ci, group in enumerate(_groups(rules, chunk_size))
+                ]
                 self._stages.append(chunks)
         except BaseException:
             self.close()
@@ -245,8 +332,8 @@ class DurableEngine:
         by_name: dict[str, Rule] = {}
         disc = {DISCRIMINATOR[0]: DISCRIMINATOR[1]}
         for i, rule in enumerate(rules):
-            cond = compiler.condition(ex.to_nnf(rule.when.node))
-            rname = f"r{i}_{rule.id}"
+            cond = compiler.rule_condition(ex.to_nnf(rule.when.node))
+            rname = f"r{i}"
             by_name[rname] = rule
             definition[rname] = {
                 "all": [{"m": {"$and": [disc, cond]}}],
@@ -256,6 +343,8 @@ class DurableEngine:
         definition[CATCH_ALL] = {"all": [{"m": disc}], "pri": MAX_PRIORITY + 1}
         synthetics = tuple(compiler.synthetics.values())
         used_directly = tuple(compiler.direct)
+        if len(synthetics) + len(used_directly) > MAX_PROPERTIES:  # _groups keeps us below
+            raise DurableEngineError(f"{name}: a fact would need over {MAX_PROPERTIES} properties")
         try:
             handle = dre.create_ruleset(name, to_json(definition))
         except dre.error as e:

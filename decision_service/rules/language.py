@@ -1,4 +1,8 @@
-"""Rule files: YAML → a validated, type-checked Ruleset. Errors carry file, rule id, line, col."""
+"""Rule files: YAML → a validated, type-checked Ruleset. Errors carry file, rule id, line, col.
+
+What a file may hold at most, and the guards that keep a hostile file from hanging or crashing
+anything, are in limits.py; this module gives the file its meaning.
+"""
 
 from __future__ import annotations
 
@@ -11,34 +15,29 @@ from typing import Any
 import yaml
 
 from decision_service.rules import expressions as ex
+from decision_service.rules.limits import (
+    ID_CHARS,
+    MAX_FILE_BYTES,
+    MAX_ID_CHARS,
+    MAX_RULES,
+    MAX_TESTS,
+    RuleFileError,
+    bad_number,
+    compose_yaml,
+    cyclic_gc_paused,
+    guard_expression,
+    guard_tree,
+    problem,
+    read_rule_text,
+    yaml_error,
+)
 from decision_service.rules.schema import BOOLEAN, NUMBER, FactSchema, FieldType
 
+__all__ = ["RuleFileError", "Ruleset", "load_ruleset", "load_ruleset_from_text", "read_rule_text"]
+
 OUTCOMES = ("approve", "refer", "decline")
-_Loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # same nodes and marks, faster
+ROLES = ("champion", "challenger")
 MAX_PRIORITY = 65534  # durable_rules' pri is an unsigned short; 65535 is our catch-all
-
-
-class RuleFileError(Exception):
-    """An error in a rule file, at a position an analyst can go to.
-
-    `errors` holds every error found in the file (this one first).
-    """
-
-    def __init__(
-        self, file: str, rule_id: str | None, line: int, column: int, message: str
-    ) -> None:
-        self.file = file
-        self.rule_id = rule_id
-        self.line = line
-        self.column = column
-        self.message = message
-        self.errors: list[RuleFileError] = [self]
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}"
-        rule = f" {self.rule_id}:" if self.rule_id else ""
-        return f"{where}:{rule} {self.message}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +94,12 @@ class Ruleset:
     stages: tuple[int, ...] = field(default=())
     tables: tuple[Any, ...] = field(default=())  # tables.Table, in file order
     table_index: Any = None  # tables.TableIndex when the file has tables
+    role: str = "champion"
+    # effective_from / effective_to as aware UTC datetimes (None: unbounded)
+    effective_from_at: dt.datetime | None = None
+    effective_to_at: dt.datetime | None = None
+    # (line, column) of each top-level key's value, for errors about the file as a whole
+    positions: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def rules_in_stage(self, stage: int) -> tuple[Rule, ...]:
         return tuple(r for r in self.rules if r.stage == stage)
@@ -106,17 +111,38 @@ def sha256_text(text: str) -> str:
 
 def load_ruleset(path: Path | str, schema: FactSchema) -> Ruleset:
     path = Path(path)
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise RuleFileError(str(path), None, 1, 1, f"not UTF-8 text: {e}") from None
-    return load_ruleset_from_text(text, str(path), schema)
+    return load_ruleset_from_text(read_rule_text(path), str(path), schema)
 
 
 def load_ruleset_from_text(text: str, name_for_errors: str, schema: FactSchema) -> Ruleset:
     """Parse and type-check a rule file's text. Raises RuleFileError (with `.errors`)."""
-    return _Loader(text, name_for_errors, schema).load()
+    if len(text) > MAX_FILE_BYTES:
+        raise RuleFileError(
+            name_for_errors, None, 1, 1, f"file is larger than {MAX_FILE_BYTES} bytes"
+        )
+    try:
+        with cyclic_gc_paused():
+            return _Loader(text, name_for_errors, schema).load()
+    except RecursionError:  # a guard below failed: still a refusal, never a crash
+        raise RuleFileError(name_for_errors, None, 1, 1, "file is nested too deeply") from None
+
+
+def parse_instant(value: Any) -> dt.datetime | None:
+    """An effective date as an aware UTC datetime: a date means its midnight UTC, a time
+    without a zone is UTC. None if `value` is not a date, datetime or ISO 8601 text."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            value = dt.datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,6 +158,7 @@ _TOP_KEYS = {
     "rules",
     "tests",
     "tables",
+    "role",
 }
 _RULE_KEYS = {"id", "description", "priority", "stage", "when", "then"}
 _THEN_KEYS = {"outcome", "reason", "code", "set", "compute", "max_amount"}
@@ -170,8 +197,17 @@ class _Loader:
                     col += pos + (1 if style in {"'", '"'} else 0)
         self.errors.append(RuleFileError(self.file, rule_id, line, col, message))
 
-    def value(self, node: yaml.Node) -> Any:
-        return self._constructor.construct_object(node, deep=True)
+    def value(self, node: yaml.Node, rule_id: str | None = None) -> Any:
+        try:
+            v = self._constructor.construct_object(node, deep=True)
+        except Exception as e:  # e.g. a timestamp like 2026-13-01, an int too long to read
+            self.error(node, rule_id, f"cannot read this value: {problem(e)}")
+            raise _Abort from None
+        bad = bad_number(v)
+        if bad is not None:
+            self.error(node, rule_id, bad)
+            raise _Abort
+        return v
 
     def mapping(self, node: yaml.Node, rule_id: str | None, what: str) -> dict[str, yaml.Node]:
         if not isinstance(node, yaml.MappingNode):
@@ -179,7 +215,7 @@ class _Loader:
             raise _Abort
         out: dict[str, yaml.Node] = {}
         for k, v in node.value:
-            key = self.value(k)
+            key = self.value(k, rule_id)
             if not isinstance(key, str):
                 self.error(k, rule_id, f"{what}: keys must be text")
                 continue
@@ -192,7 +228,7 @@ class _Loader:
         self, node: yaml.Node, m: dict[str, yaml.Node], allowed: set, rule_id, what
     ) -> None:
         for k, _v in node.value:
-            key = self.value(k)
+            key = self.value(k, rule_id)
             if key not in allowed:
                 self.error(
                     k,
@@ -203,7 +239,7 @@ class _Loader:
     def text_of(self, node: yaml.Node | None, rule_id, what, required=False) -> str | None:
         if node is None:
             return None
-        v = self.value(node)
+        v = self.value(node, rule_id)
         if isinstance(v, dt.date):
             return v.isoformat()
         if isinstance(v, int | float) and not isinstance(v, bool) and what == "version":
@@ -216,18 +252,9 @@ class _Loader:
     # -- main ------------------------------------------------------------------------------
     def load(self) -> Ruleset:
         try:
-            loader = _Loader_cls(self.text)
-            try:
-                root = loader.get_single_node()
-            finally:
-                loader.dispose()
-        except yaml.MarkedYAMLError as e:
-            mark = e.problem_mark or e.context_mark
-            line = mark.line + 1 if mark else 1
-            col = mark.column + 1 if mark else 1
-            raise RuleFileError(self.file, None, line, col, f"invalid YAML: {e.problem}") from None
+            root = compose_yaml(self.text, self.file)
         except yaml.YAMLError as e:
-            raise RuleFileError(self.file, None, 1, 1, f"invalid YAML: {e}") from None
+            raise yaml_error(e, self.text, self.file) from None
         if root is None:
             raise RuleFileError(self.file, None, 1, 1, "empty rule file")
         try:
@@ -253,6 +280,24 @@ class _Loader:
         owner = self.text_of(top.get("owner"), None, "owner") or ""
         eff_from = self.text_of(top.get("effective_from"), None, "effective_from")
         eff_to = self.text_of(top.get("effective_to"), None, "effective_to")
+        eff_from_at = self._instant(top.get("effective_from"), "effective_from")
+        eff_to_at = self._instant(top.get("effective_to"), "effective_to")
+        if eff_from_at and eff_to_at and eff_to_at <= eff_from_at:
+            self.error(top["effective_to"], None, "effective_to must be after effective_from")
+        role = "champion"
+        if "role" in top:
+            r = self.value(top["role"])
+            if r not in ROLES:
+                self.error(top["role"], None, f"role must be one of {', '.join(ROLES)}")
+            elif r == "challenger":
+                # challenger execution is not built yet: refuse rather than accept a file
+                # that would look live and decide nothing
+                self.error(
+                    top["role"], None, "challengers are not supported yet (role: challenger)"
+                )
+            else:
+                role = r
+        positions = {k: (v.start_mark.line + 1, v.start_mark.column + 1) for k, v in top.items()}
         default_outcome = "refer"
         if "default" in top:
             dnode = top["default"]
@@ -278,6 +323,11 @@ class _Loader:
                 and "tables" not in top
             ):
                 self.error(rules_node, None, "a ruleset needs at least one rule")
+            if len(raw_rules) > MAX_RULES:
+                self.error(
+                    rules_node, None, f"{len(raw_rules)} rules; the limit is {MAX_RULES} per file"
+                )
+                raise _Abort
 
         # pass 1: ids, stages, priorities, derived fields (so later stages can use them)
         headers = []
@@ -309,7 +359,11 @@ class _Loader:
                             knode, rid, f"derived field {fname!r} would shadow an input field"
                         )
                         continue
-                    if not fname.isidentifier() or fname in ex.KEYWORDS or fname.startswith("_"):
+                    if (
+                        not (fname.isascii() and fname.isidentifier())
+                        or fname in ex.KEYWORDS
+                        or fname.startswith("_")
+                    ):
                         self.error(knode, rid, f"invalid derived field name {fname!r}")
                         continue
                     prev = derived_stage.get(fname)
@@ -327,7 +381,7 @@ class _Loader:
                             self.error(knode, rid, f"{fname!r} is both set and computed")
                         derived[fname] = NUMBER
                         continue
-                    lit = self.value(vnode)
+                    lit = self.value(vnode, rid)
                     if isinstance(lit, bool):
                         t = BOOLEAN
                     elif isinstance(lit, int | float):
@@ -389,7 +443,19 @@ class _Loader:
             stages=tuple(sorted({r.stage for r in rules})),
             tables=tuple(tables),
             table_index=tb.index(tables) if tables else None,
+            role=role,
+            effective_from_at=eff_from_at,
+            effective_to_at=eff_to_at,
+            positions=positions,
         )
+
+    def _instant(self, node: yaml.Node | None, what: str) -> dt.datetime | None:
+        if node is None:
+            return None
+        at = parse_instant(self.value(node))
+        if at is None:
+            self.error(node, None, f"{what} must be a date or an ISO 8601 time (2026-12-01T00:00Z)")
+        return at
 
     def _key_node(self, mapping_node: yaml.Node, key: str) -> yaml.Node:
         for k, _v in mapping_node.value:
@@ -398,7 +464,7 @@ class _Loader:
         return mapping_node
 
     def _int(self, node: yaml.Node, rid, what, lo, hi) -> int | None:
-        v = self.value(node)
+        v = self.value(node, rid)
         if isinstance(v, bool) or not isinstance(v, int):
             self.error(node, rid, f"{what} must be a whole number ({lo}..{hi}), got {v!r}")
             return None
@@ -413,11 +479,19 @@ class _Loader:
         if "id" not in m:
             self.error(rnode, f"rules[{index}]", "rule has no id")
             raise _Abort
-        rid = self.value(m["id"])
-        if not isinstance(rid, str) or not rid or not all(c.isalnum() or c in "-_." for c in rid):
+        rid = self.value(m["id"], f"rules[{index}]")
+        # ASCII only: ids go into traces, logs, reason codes and engine names, and two ids
+        # that look the same (Latin A, Cyrillic А) must not be two different rules
+        if not isinstance(rid, str) or not rid or not ID_CHARS.issuperset(rid):
+            shown = rid if not isinstance(rid, str) else rid[:MAX_ID_CHARS]
             self.error(
-                m["id"], f"rules[{index}]", f"invalid rule id {rid!r} (letters, digits, -_.)"
+                m["id"],
+                f"rules[{index}]",
+                f"invalid rule id {shown!r} (ASCII letters, digits, - _ . only)",
             )
+            raise _Abort
+        if len(rid) > MAX_ID_CHARS:
+            self.error(m["id"], f"rules[{index}]", f"rule id longer than {MAX_ID_CHARS} characters")
             raise _Abort
         if rid in seen_ids:
             prev = seen_ids[rid].start_mark.line + 1
@@ -455,7 +529,7 @@ class _Loader:
         }
 
     def _expr(self, node: yaml.Node, rid: str, kind: str, env) -> Expr | None:
-        v = self.value(node)
+        v = self.value(node, rid)
         if isinstance(v, bool) or (isinstance(v, int | float) and kind == "condition"):
             self.error(node, rid, f"expected an expression, got {v!r}")
             return None
@@ -465,7 +539,9 @@ class _Loader:
             self.error(node, rid, "expected an expression (text)")
             return None
         try:
+            guard_expression(v)
             parsed = ex.parse(v)
+            guard_tree(parsed)
             if kind == "condition":
                 parsed = ex.check_condition(parsed, env)
             else:
@@ -488,7 +564,7 @@ class _Loader:
 
         def check(node: yaml.Node, kind: str) -> Expr | None:
             # give a precise message for same-stage / later-stage use of derived fields
-            text = self.value(node)
+            text = self.value(node, rid)
             if isinstance(text, str):
                 try:
                     for tok in ex.tokenize(text):
@@ -518,9 +594,9 @@ class _Loader:
         then_written: dict[str, Any] = {}
         if then is None:
             return None
-        then_written = self.value(h["m"]["then"])
+        then_written = self.value(h["m"]["then"], rid)
         if "outcome" in then:
-            outcome = self.value(then["outcome"])
+            outcome = self.value(then["outcome"], rid)
             if outcome not in OUTCOMES:
                 self.error(then["outcome"], rid, f"outcome must be one of {', '.join(OUTCOMES)}")
                 ok = False
@@ -532,14 +608,14 @@ class _Loader:
             self.error(m["then"], rid, "a rule with an outcome needs a `reason`")
             ok = False
         if "set" in then and isinstance(then["set"], yaml.MappingNode):
-            set_ = {self.value(k): self.value(v) for k, v in then["set"].value}
+            set_ = {self.value(k, rid): self.value(v, rid) for k, v in then["set"].value}
         if "compute" in then and isinstance(then["compute"], yaml.MappingNode):
             for k, vnode in then["compute"].value:
                 e = check(vnode, "number")
                 if e is None:
                     ok = False
                 else:
-                    compute[self.value(k)] = e
+                    compute[self.value(k, rid)] = e
         if "max_amount" in then:
             cap = check(then["max_amount"], "number")
             if cap is None:
@@ -574,47 +650,91 @@ class _Loader:
         if not isinstance(node, yaml.SequenceNode):
             self.error(node, None, "tests must be a list")
             return []
+        if len(node.value) > MAX_TESTS:
+            self.error(node, None, f"{len(node.value)} tests; the limit is {MAX_TESTS} per file")
+            return []
         out = []
         for i, tnode in enumerate(node.value):
-            label = f"tests[{i}]"
             try:
-                m = self.mapping(tnode, label, "a test")
+                case = self._test(i, tnode, rule_ids, derived)
             except _Abort:
                 continue
-            name = self.value(m["name"]) if "name" in m else label
-            label = f"test {name!r}"
-            self.unknown_keys(tnode, m, _TEST_KEYS, label, "a test")
-            given = self.value(m["given"]) if "given" in m else {}
-            if not isinstance(given, dict):
-                self.error(m.get("given", tnode), label, "given must be a mapping of facts")
-                continue
+            if case is not None:
+                out.append(case)
+        return out
+
+    def _test(self, i: int, tnode: yaml.Node, rule_ids: set[str], derived) -> TestCase | None:
+        label = f"tests[{i}]"
+        m = self.mapping(tnode, label, "a test")
+        name = self.value(m["name"], label) if "name" in m else label
+        if not isinstance(name, str | int | float) or isinstance(name, bool):
+            self.error(m["name"], label, "a test's name must be text")
+            return None
+        label = f"test {str(name)[:MAX_ID_CHARS]!r}"
+        self.unknown_keys(tnode, m, _TEST_KEYS, label, "a test")
+        given_node = m.get("given")
+        given = {}
+        if given_node is not None:
+            gmap = self.mapping(given_node, label, "given")
+            given = {k: self.value(v, label) for k, v in gmap.items()}
             for fname in given:
                 if fname not in self.schema.fields:
-                    self.error(self._key_node(m["given"], fname), label, f"unknown fact {fname!r}")
-            try:
-                given = self.schema.normalise(given)
-            except ValueError as e:
-                self.error(m["given"], label, str(e))
-                continue
-            expect = self.value(m["expect"]) if "expect" in m else {}
-            if not isinstance(expect, dict):
-                self.error(m.get("expect", tnode), label, "expect must be a mapping")
-                continue
-            for k in expect:
-                if k not in _EXPECT_KEYS:
+                    self.error(self._key_node(given_node, fname), label, f"unknown fact {fname!r}")
+        try:
+            given = self.schema.normalise(given)
+        except ValueError as e:
+            self.error(given_node, label, str(e))
+            return None
+        expect_node = m.get("expect")
+        expect: dict[str, Any] = {}
+        if expect_node is not None:
+            emap = self.mapping(expect_node, label, "expect")
+            ok = True
+            for k, vnode in emap.items():
+                v = self.value(vnode, label)
+                problem = _expectationproblem(k, v, rule_ids, derived)
+                if problem is not None:
                     self.error(
-                        self._key_node(m["expect"], k),
+                        vnode if k in _EXPECT_KEYS else self._key_node(expect_node, k),
                         label,
-                        f"unknown expectation {k!r} (allowed: {', '.join(sorted(_EXPECT_KEYS))})",
+                        problem,
                     )
-            for k in ("fired", "not_fired"):
-                for rid in expect.get(k) or []:
-                    if rid not in rule_ids:
-                        self.error(m["expect"], label, f"{k}: no rule with id {rid!r}")
-            if "outcome" in expect and expect["outcome"] not in OUTCOMES:
-                self.error(m["expect"], label, f"expected outcome must be one of {OUTCOMES}")
-            for k in expect.get("derived") or {}:
-                if k not in derived:
-                    self.error(m["expect"], label, f"derived: no rule derives {k!r}")
-            out.append(TestCase(str(name), given, expect, tnode.start_mark.line + 1))
-        return out
+                    ok = False
+                expect[k] = v
+            if not ok:
+                return None
+        return TestCase(str(name), given, expect, tnode.start_mark.line + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Guards and helpers
+
+
+def _expectationproblem(k: str, v: Any, rule_ids: set[str], derived) -> str | None:
+    """What is wrong with one `expect` entry, or None."""
+    if k not in _EXPECT_KEYS:
+        return f"unknown expectation {k!r} (allowed: {', '.join(sorted(_EXPECT_KEYS))})"
+    if k == "outcome":
+        if not isinstance(v, str) or v not in OUTCOMES:
+            return f"expected outcome must be one of {', '.join(OUTCOMES)}"
+    elif k in ("fired", "not_fired"):
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            return f"{k} must be a list of rule ids"
+        unknown = [x for x in v if x not in rule_ids]
+        if unknown:
+            return f"{k}: no rule with id {unknown[0]!r}"
+    elif k == "derived":
+        if not isinstance(v, dict) or not all(isinstance(x, str) for x in v):
+            return "derived must be a mapping of derived field → expected value"
+        for name, want in v.items():
+            if name not in derived:
+                return f"derived: no rule derives {name!r}"
+            if isinstance(want, list | dict):
+                return f"derived {name}: expected a number, text or true/false"
+    elif k == "max_amount" and v is not None and not _is_number(v):
+        return "max_amount must be a number (or null for no cap)"
+    return None
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
