@@ -78,7 +78,7 @@ def test_a_second_ruleset_dropped_in_with_the_watcher_on_is_refused(watched: Ser
         )
         # the watcher is still alive: fix the directory, change the champion, it is picked up
         (watched.rules_dir / "other.yaml").unlink()
-        policy.write_text(text.replace("version: 2026.11.0", "version: 2026.11.3"))
+        policy.write_text(text.replace("version: 2026.11.1", "version: 2026.11.3"))
         assert _wait(lambda: c.get("/rules").json()["version"] == "2026.11.3")
         assert _decide(c, 99)["trace"]["ruleset"]["version"] == "2026.11.3"
 
@@ -133,7 +133,7 @@ def test_a_version_scheduled_seconds_ahead_takes_over_at_its_time(tmp_path) -> N
         at_text = at.isoformat().replace("+00:00", "Z")
         (srv.rules_dir / "risk_appetite_next.yaml").write_text(
             policy.read_text()
-            .replace("version: 2026.11.0", "version: 2026.11.8")
+            .replace("version: 2026.11.1", "version: 2026.11.8")
             .replace("effective_from: 2026-11-01", f"effective_from: {at_text}")
         )
         with srv.client() as c:
@@ -143,8 +143,8 @@ def test_a_version_scheduled_seconds_ahead_takes_over_at_its_time(tmp_path) -> N
             versions = {v["version"]: v for v in r.json()["versions"]}
             assert versions["2026.11.8"]["status"] == "scheduled"
             assert versions["2026.11.8"]["in_force_from"] == at_text
-            assert versions["2026.11.0"]["status"] == "active"
-            assert r.json()["version"] == "2026.11.0"
+            assert versions["2026.11.1"]["status"] == "active"
+            assert r.json()["version"] == "2026.11.1"
             seen: list[dict] = []
 
             def switched() -> bool:
@@ -160,12 +160,12 @@ def test_a_version_scheduled_seconds_ahead_takes_over_at_its_time(tmp_path) -> N
             status = c.get("/rules").json()
             assert status["version"] == "2026.11.8"
             assert {v["version"]: v["status"] for v in status["versions"]} == {
-                "2026.11.0": "past",
+                "2026.11.1": "past",
                 "2026.11.8": "active",
             }
             # the decision made under the old version still replays on it
             replay = c.post(f"/decisions/{first['decision_id']}/replay").json()
-            assert replay["identical"] is True and replay["ruleset_version"] == "2026.11.0"
+            assert replay["identical"] is True and replay["ruleset_version"] == "2026.11.1"
             last = seen[-1]
             replay = c.post(f"/decisions/{last['decision_id']}/replay").json()
             assert replay["identical"] is True and replay["ruleset_version"] == "2026.11.8"
@@ -177,7 +177,7 @@ def test_a_10000_rule_file_loads_without_stopping_decide(tmp_path) -> None:
     srv = start_server(tmp_path, f"sqlite:///{tmp_path / 'd.db'}")
     try:
         policy = srv.rules_dir / "risk_appetite.yaml"
-        text = policy.read_text().replace("version: 2026.11.0", "version: 2026.11.10k")
+        text = policy.read_text().replace("version: 2026.11.1", "version: 2026.11.10k")
         filler = "".join(
             f"  - {{id: FILLER-{i}, priority: 1, when: age < -{i}, "
             "then: {outcome: decline, reason: never}}\n"
@@ -202,7 +202,7 @@ def test_a_10000_rule_file_loads_without_stopping_decide(tmp_path) -> None:
                 if worker.is_alive():
                     during += 1
                     slowest = max(slowest, time.perf_counter() - t)
-                    assert d["trace"]["ruleset"]["version"] == "2026.11.0"
+                    assert d["trace"]["ruleset"]["version"] == "2026.11.1"
             worker.join()
             # reported, not asserted (timings are the benchmark's business)
             print(

@@ -14,7 +14,7 @@ def _versions(tmp_path):
     shutil.copy(POLICY, tmp_path / "risk_appetite.yaml")
     (tmp_path / "risk_appetite_2027.yaml").write_text(
         POLICY.read_text()
-        .replace("version: 2026.11.0", "version: 2027.1.0")
+        .replace("version: 2026.11.1", "version: 2027.1.0")
         .replace("effective_from: 2026-11-01", "effective_from: 2027-01-01T00:00Z")
     )
     return tmp_path
@@ -24,7 +24,7 @@ def test_as_of_names_the_version_in_force(tmp_path, capsys):
     d = _versions(tmp_path)
     assert main(["rules", "check", str(d), "--as-of", "2026-12-01T00:00Z"]) == 0
     out = capsys.readouterr().out
-    assert "as of 2026-12-01T00:00:00Z: risk-appetite 2026.11.0" in out
+    assert "as of 2026-12-01T00:00:00Z: risk-appetite 2026.11.1" in out
     assert "until 2027-01-01T00:00:00Z" in out and out.rstrip().endswith("OK")
     assert main(["rules", "check", str(d), "--as-of", "2027-01-01"]) == 0
     out = capsys.readouterr().out

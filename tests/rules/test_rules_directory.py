@@ -21,7 +21,7 @@ def ts(text: str) -> float:
 
 
 def version(text: str, v: str, effective: str | None, to: str | None = None) -> str:
-    out = text.replace("version: 2026.11.0", f"version: {v}")
+    out = text.replace("version: 2026.11.1", f"version: {v}")
     eff = f"effective_from: {effective}" if effective else ""
     if to:
         eff += f"\neffective_to: {to}"
@@ -86,22 +86,22 @@ def test_a_scheduled_version_takes_over_at_its_instant_without_a_reload(rules_di
         )
     )
     reg = RuleRegistry(rules_dir, SCHEMA, clock=clock)
-    assert reg.active().version == "2026.11.0"
+    assert reg.active().version == "2026.11.1"
     states = {v["version"]: v["status"] for v in reg.versions_status()}
-    assert states == {"2026.11.0": "active", "2026.12.0": "scheduled"}
+    assert states == {"2026.11.1": "active", "2026.12.0": "scheduled"}
     clock.now = ts("2026-12-01T00:00:00Z") - 0.001
-    assert reg.active().version == "2026.11.0"
+    assert reg.active().version == "2026.11.1"
     clock.now = ts("2026-12-01T00:00:00Z")
     new = reg.active()
     assert new.version == "2026.12.0"
     assert reg.active() is new  # the same snapshot, no rebuild
     states = {v["version"]: v["status"] for v in reg.versions_status()}
-    assert states == {"2026.11.0": "past", "2026.12.0": "active"}
+    assert states == {"2026.11.1": "past", "2026.12.0": "active"}
     # both versions' texts are kept for replay from the moment they were loaded
     assert all(reg.text_for(v["sha256"]) for v in reg.versions_status())
     # a clock that steps back (NTP) finds the earlier version again
     clock.now = ts("2026-11-15T00:00:00Z")
-    assert reg.active().version == "2026.11.0"
+    assert reg.active().version == "2026.11.1"
 
 
 def test_two_versions_with_the_same_effective_from_are_refused(rules_dir):
@@ -122,20 +122,20 @@ def test_two_versions_with_the_same_effective_from_are_refused(rules_dir):
         ({"risk_appetite.yaml": ("2027.1.0", "2027-01-01", None)}, "is in force now"),
         # the only version ended yesterday
         (
-            {"risk_appetite.yaml": ("2026.11.0", "2026-11-01", "2026-11-19")},
+            {"risk_appetite.yaml": ("2026.11.1", "2026-11-01", "2026-11-19")},
             "is in force now",
         ),
         # a gap ahead: the current version ends before its successor starts
         (
             {
-                "risk_appetite.yaml": ("2026.11.0", "2026-11-01", "2026-12-01"),
+                "risk_appetite.yaml": ("2026.11.1", "2026-11-01", "2026-12-01"),
                 "next.yaml": ("2027.1.0", "2027-01-01", None),
             },
             "would be in force from 2026-12-01T00:00:00Z to 2027-01-01T00:00:00Z",
         ),
         # a version expiring with no successor
         (
-            {"risk_appetite.yaml": ("2026.11.0", "2026-11-01", "2026-12-31")},
+            {"risk_appetite.yaml": ("2026.11.1", "2026-11-01", "2026-12-31")},
             "would be in force from 2026-12-31T00:00:00Z",
         ),
     ],
@@ -155,11 +155,11 @@ def test_no_version_in_force_now_or_ahead_is_refused(rules_dir, files, message):
 def test_a_version_that_expires_into_its_successor_is_fine(rules_dir):
     clock = Clock("2026-11-20T00:00:00Z")
     (rules_dir / "risk_appetite.yaml").write_text(
-        version(BASE, "2026.11.0", "2026-11-01", "2026-12-01T00:00Z")
+        version(BASE, "2026.11.1", "2026-11-01", "2026-12-01T00:00Z")
     )
     (rules_dir / "next.yaml").write_text(version(BASE, "2026.12.0", "2026-12-01T00:00Z"))
     reg = RuleRegistry(rules_dir, SCHEMA, clock=clock)
-    assert reg.active().version == "2026.11.0"
+    assert reg.active().version == "2026.11.1"
     clock.now = ts("2026-12-01T00:00:00Z")
     assert reg.active().version == "2026.12.0"
 
@@ -200,7 +200,7 @@ def test_the_watcher_survives_every_error_and_counts_it(rules_dir, monkeypatch):
         done.clear()
         (rules_dir / "other.yaml").unlink()
         path = rules_dir / "risk_appetite.yaml"
-        path.write_text(path.read_text().replace("version: 2026.11.0", "version: 2026.11.7"))
+        path.write_text(path.read_text().replace("version: 2026.11.1", "version: 2026.11.7"))
         deadline = time.monotonic() + 20
         while reg.active().version != "2026.11.7" and time.monotonic() < deadline:
             time.sleep(0.05)
