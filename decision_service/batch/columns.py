@@ -81,6 +81,19 @@ class ApplicationColumns:
             out[:, j] = self.cols[spec.name].encoded()
         return out
 
+    def slice(self, lo: int, hi: int) -> ApplicationColumns:
+        cols = {
+            name: Col(
+                c.kind,
+                c.values[lo:hi],
+                c.known[lo:hi],
+                c.ints if isinstance(c.ints, bool) else c.ints[lo:hi],
+                c.vocab,
+            )
+            for name, c in self.cols.items()
+        }
+        return ApplicationColumns(self.ids[lo:hi], cols)
+
     def take(self, index: np.ndarray) -> ApplicationColumns:
         cols = {
             name: Col(

@@ -208,7 +208,9 @@ class BatchPipeline:
         self.rules = ColumnRules(ruleset)
         self.reason_vocab = _ReasonVocab(ruleset, scorer)
 
-    def decide(self, apps: ApplicationColumns) -> BatchResult:
+    def decide(self, apps: ApplicationColumns, *, reasons: bool = True) -> BatchResult:
+        """Decide a chunk. `reasons=False` skips the model reasons (a backtest compares
+        outcomes, amounts and rules; it never needs them)."""
         n, specs = apps.n, self.scorer.card.features
         t0 = perf_counter_ns()
         matrix = apps.matrix(specs)
@@ -221,7 +223,7 @@ class BatchPipeline:
         needs = np.array(
             [needs_model_reasons(o, self.explain) for o, _ in rules.resolutions], dtype=bool
         )
-        explained = needs[rules.pattern] if n else np.zeros(0, bool)
+        explained = needs[rules.pattern] if n and reasons else np.zeros(n, bool)
         reason_feature = np.full((n, TOP_REASONS), -1, np.int64)
         reason_value = np.zeros((n, TOP_REASONS))
         rows = np.flatnonzero(explained)
