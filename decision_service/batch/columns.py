@@ -107,6 +107,24 @@ class ApplicationColumns:
         }
         return ApplicationColumns([self.ids[i] for i in index], cols)
 
+    def to_arrow(self, specs: Sequence[FeatureSpec]) -> Any:
+        """The applications as an Arrow table in the request's types (null = missing)."""
+        import pyarrow as pa
+
+        arrays = {"application_id": pa.array(self.ids, pa.string())}
+        for spec in specs:
+            c = self.cols[spec.name]
+            mask = ~c.known
+            if c.kind == "number":
+                values = c.values.astype(np.int64) if spec.type == "integer" else c.values
+                arrays[spec.name] = pa.array(np.where(mask, 0, values), mask=mask)
+            elif c.kind == "boolean":
+                arrays[spec.name] = pa.array(c.values, mask=mask)
+            else:
+                vocab = pa.array(c.vocab, pa.string())
+                arrays[spec.name] = vocab.take(pa.array(np.where(mask, 0, c.values), mask=mask))
+        return pa.table(arrays)
+
     # -- builders --------------------------------------------------------------------------
 
     @classmethod
