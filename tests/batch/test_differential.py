@@ -79,7 +79,9 @@ def test_same_evaluation_on_generated_boundary_cases(ruleset, engine_name):
 def test_scores_and_shap_are_bitwise_the_row_paths(pipeline):
     scorer = pipeline.scorer
     apps = credit_applications()
-    matrix = ApplicationColumns.from_structs(apps, scorer.card.features).matrix(scorer.card.features)
+    matrix = ApplicationColumns.from_structs(apps, scorer.card.features).matrix(
+        scorer.card.features
+    )
     pd = scorer.predict_many(matrix)
     contrib = scorer.contributions_many(matrix)
     for i, app in enumerate(apps):
