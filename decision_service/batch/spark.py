@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from decision_service.batch.io import arrow_chunk
 from decision_service.batch.pipeline import OUTPUT_SCHEMA, BatchPipeline
@@ -181,21 +182,21 @@ def spark_redecide(settings: Any, candidate: Any, loaded: Any, spark: Any = None
     spark = spark or session()
     table = loaded.apps.to_arrow(pipeline.scorer.card.features)
     table = table.set_column(0, "application_id", pa.array(np.arange(loaded.apps.n).astype(str)))
-    frame = spark.createDataFrame(table.to_pandas())
+    frame = spark.createDataFrame(table)  # Arrow in and out: no pandas on the way
     payload = ship(pipeline, candidate.ruleset_text, reasons=False)
-    out = decide_frame(spark, frame, payload).toPandas()
+    out = decide_frame(spark, frame, payload).toArrow()
     n = loaded.apps.n
-    rows = out["application_id"].astype(np.int64).to_numpy()
-    code = {o: i for i, o in enumerate(OUTCOMES)}
+    rows = pc.cast(out.column("application_id"), pa.int64()).to_numpy()
     outcome = np.zeros(n, np.int8)
     approved, pd = np.full(n, np.nan), np.zeros(n)
     band = np.full(n, None, dtype=object)
-    outcome[rows] = out["outcome"].map(code).to_numpy()
-    approved[rows] = out["approved_amount"].astype(float).to_numpy()
-    pd[rows] = out["pd"].to_numpy()
-    band[rows] = out["risk_band"].to_numpy()
+    codes = pc.index_in(out.column("outcome"), value_set=pa.array(OUTCOMES))
+    outcome[rows] = codes.to_numpy()
+    approved[rows] = out.column("approved_amount").to_numpy()
+    pd[rows] = out.column("pd").to_numpy()
+    band[rows] = out.column("risk_band").to_numpy(zero_copy_only=False)
     fired = {r.id: np.zeros(n, bool) for r in pipeline.ruleset.rules}
-    for i, ids in zip(rows, out["rules_fired"], strict=True):
+    for i, ids in zip(rows, out.column("rules_fired").to_pylist(), strict=True):
         for rid in ids:
             fired[rid][i] = True
     return Candidate(outcome, approved, pd, band, fired)
