@@ -43,6 +43,7 @@ class _Feature:
         self.n_categories = len(spec.categories or ())
         self.thresholds = sorted(set(thresholds))  # global, numeric features only
         self.nan_bucket = self.n_categories if self.categorical else len(self.thresholds) + 1
+        self.thresholds_array = np.asarray(self.thresholds, dtype=np.float64)
 
     def bucket(self, x: float) -> int:
         if x != x:  # NaN: missing
@@ -162,24 +163,30 @@ class TableExplainer:
             width = self._features[f].nan_bucket + 1
             share = self._flat_map[self._pair_map_offset[mine][:, None] + np.arange(width)]
             self._trees_of.append(tree_of_pair[mine])
-            self._cell_share.append(np.ascontiguousarray(share, dtype=np.int64))
+            self._cell_share.append(np.ascontiguousarray(share, dtype=np.int32))
         self._columns = np.ascontiguousarray(self._table[:, :n_features].T)
 
-    def feature_contributions(self, X: np.ndarray) -> np.ndarray:
+    def feature_contributions(self, X: np.ndarray, chunk: int = 8192) -> np.ndarray:
         """SHAP contributions per feature (log-odds) of many rows: an (n, features) matrix.
 
         The same tabulated values as `contributions`, added in the same (tree) order, so
         every value is bitwise the one `contributions` gives for that row (tested). Each
-        feature sums only the trees that split on it: the others add exact zeros.
+        feature sums only the trees that split on it: the others add exact zeros. Rows go in
+        chunks whose (trees × rows) cell indices stay in cache.
         """
         n, n_features = X.shape
         out = np.zeros((n, n_features))
-        if n == 0:
-            return out
         if self._columns is None:
             self._prepare_many(n_features)
+        for lo in range(0, n, chunk):
+            out[lo : lo + chunk] = self._contributions_chunk(X[lo : lo + chunk], n_features)
+        return out
+
+    def _contributions_chunk(self, X: np.ndarray, n_features: int) -> np.ndarray:
+        n = len(X)
+        out = np.zeros((n, n_features))
         # each tree's cell (a row of the table) for every input row: (trees, n)
-        rows = np.repeat(self._tree_offset[:, None], n, axis=1)
+        rows = np.repeat(self._tree_offset.astype(np.int32)[:, None], n, axis=1)
         for j, f in enumerate(self._features):
             trees = self._trees_of[j]
             if not len(trees):
@@ -189,7 +196,7 @@ class TableExplainer:
             if f.categorical:
                 b = np.where(nan, 0, x).astype(np.int64)
             else:
-                b = np.searchsorted(np.asarray(f.thresholds), x, side="left")
+                b = np.searchsorted(f.thresholds_array, x, side="left")
             b = np.where(nan, f.nan_bucket, b)
             rows[trees] += self._cell_share[j].take(b, axis=1)
         for f in range(n_features):
