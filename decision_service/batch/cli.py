@@ -32,6 +32,12 @@ def add_batch_parser(sub: Any) -> argparse.ArgumentParser:
         "--rules", type=Path, default=None, help="rule file or directory (default: live)"
     )
     p.add_argument("--summary", choices=["table", "json"], default="table")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes for Parquet/CSV without --audit (one LightGBM thread each)",
+    )
     return p
 
 
@@ -62,6 +68,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 console=console,
                 chunk_rows=args.chunk_rows or CHUNK_ROWS,
                 rules=args.rules,
+                workers=args.workers,
             )
     except (BatchInputError, FileNotFoundError) as exc:
         console.print(f"[red]batch: {exc}[/red]")

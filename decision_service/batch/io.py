@@ -69,24 +69,29 @@ def total_rows(path: Path, fmt: str) -> int:
     return max(lines - (fmt == "csv"), 0)
 
 
-def read_chunks(
-    path: Path, app_type: type, specs: tuple[FeatureSpec, ...], chunk_rows: int
-) -> Iterator[Chunk]:
-    fmt = input_format(path)
-    if fmt == "jsonl":
-        yield from _jsonl(path, app_type, specs, chunk_rows)
-        return
-    if fmt == "parquet":
+def raw_batches(path: Path, chunk_rows: int) -> Iterator[tuple[pa.RecordBatch, int]]:
+    """Parquet or CSV rows as read, not yet validated, with the line of their first row."""
+    if input_format(path) == "parquet":
         start = 1
         for file in parquet_files(path):
             for batch in pq.ParquetFile(file).iter_batches(batch_size=chunk_rows):
-                yield arrow_chunk(batch, app_type, specs, start)
+                yield batch, start
                 start += batch.num_rows
         return
     start = 2  # line 1 is the header
-    for batch in _csv_batches(path, specs, chunk_rows):
-        yield arrow_chunk(batch, app_type, specs, start)
+    for batch in _csv_batches(path, chunk_rows):
+        yield batch, start
         start += batch.num_rows
+
+
+def read_chunks(
+    path: Path, app_type: type, specs: tuple[FeatureSpec, ...], chunk_rows: int
+) -> Iterator[Chunk]:
+    if input_format(path) == "jsonl":
+        yield from _jsonl(path, app_type, specs, chunk_rows)
+        return
+    for batch, start in raw_batches(path, chunk_rows):
+        yield arrow_chunk(batch, app_type, specs, start)
 
 
 def _jsonl(path: Path, app_type: type, specs, chunk_rows: int) -> Iterator[Chunk]:
@@ -129,7 +134,7 @@ def _id_of(body: bytes) -> str | None:
     return ident if isinstance(ident, str) else None
 
 
-def _csv_batches(path: Path, specs, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+def _csv_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
     """CSV as text columns (empty = missing); typed per column in `arrow_chunk`."""
     read = pcsv.ReadOptions(block_size=max(1 << 20, chunk_rows * 200))
     with path.open("rb") as f:

@@ -170,3 +170,20 @@ def test_audit_records_every_decision_as_decide_does(env):
     assert decided == {r.decision_id for r in records}
     assert verify(store.reader).ok
     assert main(["audit", "replay", "--all"]) == 0  # every batch decision replays identically
+
+
+def test_worker_processes_give_the_same_output(env):
+    apps = [msgspec.json.decode(x) for x in _lines()]
+    apps[20]["age"] = 3
+    pq.write_table(pa.Table.from_pylist(apps), env / "apps.parquet")
+    base = ["batch", str(env / "apps.parquet"), "--chunk-rows", "64"]
+    assert main([*base, "-o", str(env / "one.parquet")]) == 0
+    assert main([*base, "-o", str(env / "two.parquet"), "--workers", "2"]) == 0
+    one, two = (
+        pq.read_table(env / f"{k}.parquet").drop(["decision_id", "decided_at"]).to_pylist()
+        for k in ("one", "two")
+    )
+    assert one == two and len(one) == N - 1
+    assert (env / "one.parquet.errors.jsonl").read_text() == (
+        env / "two.parquet.errors.jsonl"
+    ).read_text()
