@@ -8,6 +8,7 @@ candidate's.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import msgspec
@@ -188,13 +189,7 @@ def compare(
         )
         for i in flipped
     ]
-    versions: dict[tuple[str, str], int] = {}
-    if n:
-        keys = np.char.add(
-            b.model_version.astype(str), np.char.add("\x1f", b.ruleset_version.astype(str))
-        )
-        uniq, counts = np.unique(keys, return_counts=True)
-        versions = {tuple(k.split("\x1f")): int(v) for k, v in zip(uniq, counts, strict=True)}
+    versions = Counter(zip(b.model_version.tolist(), b.ruleset_version.tolist(), strict=True))
     segments = []
     if by:
         values = segment_values(by, b, loaded)

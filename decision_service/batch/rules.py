@@ -404,11 +404,15 @@ class ColumnRules:
         sub = hits[self.outcome_rules].T  # (n, outcome rules)
         if sub.shape[1] == 0 or n == 0:
             return np.zeros(n, np.intp), [resolve(self.ruleset, [])]
-        packed = np.packbits(sub, axis=1)
-        keys, pattern = np.unique(packed, axis=0, return_inverse=True)
+        if sub.shape[1] <= 62:  # one integer per row: a fast 1-D unique
+            weights = np.left_shift(np.int64(1), np.arange(sub.shape[1], dtype=np.int64))
+            keys, pattern = np.unique(sub @ weights, return_inverse=True)
+            members = [np.flatnonzero((int(k) >> np.arange(sub.shape[1])) & 1) for k in keys]
+        else:
+            packed, pattern = np.unique(np.packbits(sub, axis=1), axis=0, return_inverse=True)
+            members = [np.flatnonzero(np.unpackbits(k)[: sub.shape[1]]) for k in packed]
         resolutions = []
-        for key in keys:
-            bits = np.unpackbits(key)[: len(self.outcome_rules)]
-            fired = [rules[self.outcome_rules[j]] for j in np.flatnonzero(bits)]
+        for bits in members:
+            fired = [rules[self.outcome_rules[j]] for j in bits]
             resolutions.append(resolve(self.ruleset, fired))
         return pattern.reshape(-1), resolutions

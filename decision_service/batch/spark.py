@@ -153,6 +153,9 @@ def run_spark_batch(
     spark = spark or session()
     start = time.perf_counter()
     frame = spark.read.parquet(str(source))
+    cores = spark.sparkContext.defaultParallelism
+    if frame.rdd.getNumPartitions() < cores:  # a single large file: use every core
+        frame = frame.repartition(cores)
     decided = decide_frame(spark, frame, ship(loaded.pipeline, loaded.ruleset_text))
     decided.write.mode("overwrite").partitionBy("status").parquet(str(output))
     counts = (
