@@ -151,6 +151,15 @@ class Scorer:
         """`explain` for many rows: (feature index, contribution) of the `top` features that
         raised the PD most, strongest first, ties in card order; index -1 pads."""
         contrib = self.contributions_many(matrix)
-        order = np.argsort(-contrib, axis=1, kind="stable")[:, :top]
-        values = np.take_along_axis(contrib, order, axis=1)
-        return np.where(values > 0.0, order, -1), values
+        n = len(contrib)
+        order = np.full((n, top), -1, np.int64)
+        values = np.zeros((n, top))
+        rows = np.arange(n)
+        left = contrib.copy()
+        for k in range(top):  # argmax takes the first of equal values: ties in card order
+            best = left.argmax(axis=1) if n else np.zeros(0, np.int64)
+            value = left[rows, best]
+            order[:, k] = np.where(value > 0.0, best, -1)
+            values[:, k] = value
+            left[rows, best] = -np.inf
+        return order, values
