@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
+from decision_service.audit import AuditUnavailable
 from decision_service.batch.io import FORMATS, BatchInputError
 from decision_service.settings import Settings
 
@@ -51,6 +52,9 @@ def output_format(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     console = Console(stderr=args.summary == "json")
     fmt = output_format(args)
+    if args.engine == "spark" and (args.audit or fmt != "parquet"):
+        console.print("[red]batch: --engine spark writes Parquet and records nothing[/red]")
+        return 2
     try:
         if args.engine == "spark":
             from decision_service.batch.spark import run_spark_batch
@@ -73,6 +77,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except (BatchInputError, FileNotFoundError) as exc:
         console.print(f"[red]batch: {exc}[/red]")
         return 2
+    except AuditUnavailable as exc:
+        # The chunk that failed is neither recorded nor written; earlier chunks are both.
+        console.print(f"[red]batch: {exc}; the output holds only the recorded decisions[/red]")
+        return 3
     if args.summary == "json":
         sys.stdout.write(json.dumps(summary.to_builtins()) + "\n")
     else:

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import sqlalchemy as sa
 import uuid_utils
 from rich.console import Console
 from rich.progress import (
@@ -32,7 +33,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from decision_service.audit import AuditStore
+from decision_service.audit import AuditStore, AuditUnavailable
 from decision_service.batch.io import Chunk, Writer, input_format, read_chunks, total_rows
 from decision_service.batch.pipeline import OUTPUT_SCHEMA, BatchPipeline, BatchResult
 from decision_service.batch.rules import OUTCOMES
@@ -182,12 +183,17 @@ async def _run(
     summary = Summary(output=str(output), errors_file=f"{output}.errors.jsonl")
     store = None
     if audit:
-        store = AuditStore.open(
-            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
-        )
-        await store.start()
-        ruleset = pipeline.refs.ruleset
-        store.remember_ruleset(ruleset.sha256, ruleset.name, ruleset.version, loaded.ruleset_text)
+        try:
+            store = AuditStore.open(
+                settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
+            )
+            await store.start()
+            ruleset = pipeline.refs.ruleset
+            store.remember_ruleset(
+                ruleset.sha256, ruleset.name, ruleset.version, loaded.ruleset_text
+            )
+        except sa.exc.SQLAlchemyError as exc:  # nothing decided yet
+            raise AuditUnavailable(f"audit store unavailable: {exc.__class__.__name__}") from exc
     trace_id = f"{getrandbits(128) or 1:032x}"  # one trace for the whole run
     writer = Writer(output, fmt, OUTPUT_SCHEMA)
     start = time.perf_counter()
@@ -204,14 +210,14 @@ async def _run(
                 ids, decided_at = new_ids(result.n), utc_now()
                 if fmt == "jsonl" or store is not None:
                     decisions = decisions_of(result, ids, decided_at, trace_id)
-                    if fmt == "jsonl":
-                        writer.write_lines([_encode(d) + b"\n" for d in decisions])
-                    if store is not None:
+                    if store is not None:  # recorded first: no decision leaves unrecorded
                         requests = requests_of(chunk, loaded.app_type)
                         await asyncio.gather(
                             *(store.append(r, d) for r, d in zip(requests, decisions, strict=True))
                         )
                         summary.recorded += len(decisions)
+                    if fmt == "jsonl":
+                        writer.write_lines([_encode(d) + b"\n" for d in decisions])
                 if fmt != "jsonl":
                     writer.write_table(result.to_arrow(ids, decided_at))
                 for line, ident, errs in chunk.errors:
