@@ -64,7 +64,8 @@ def flip_matrix(report: Report) -> str:
     biggest = max(
         (report.flip_matrix[b][a] for b in OUTCOMES for a in OUTCOMES if a != b), default=0
     )
-    rows = ["<tr><th>decided ↓ / candidate →</th>" + "".join(f"<th>{o}</th>" for o in OUTCOMES)]
+    header = "".join(f"<th>{o}</th>" for o in OUTCOMES)
+    rows = [f"<tr><th>decided ↓ / candidate →</th>{header}</tr>"]
     for b in OUTCOMES:
         cells = []
         for a in OUTCOMES:

@@ -160,6 +160,32 @@ def test_html_report_is_one_self_contained_file(store_dir, capsys, monkeypatch):
     assert html.count("<svg") >= 3 and "What flips" in html and "REF-NEW-JOB" in html
     assert "<script" not in html and "http://" not in html and "https://" not in html
     assert "<img" not in html and "<link" not in html
+    assert _unbalanced(html) == []
+
+
+def _unbalanced(html: str) -> list[str]:
+    """Tags closed out of order or left open (a browser would guess; a committee should not)."""
+    from html.parser import HTMLParser
+
+    void = {"meta", "br", "line", "rect"}
+    stack: list[str] = []
+    bad: list[str] = []
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag not in void:
+                stack.append(tag)
+
+        def handle_endtag(self, tag):
+            if tag in void:
+                return
+            if stack and stack[-1] == tag:
+                stack.pop()
+            else:
+                bad.append(tag)
+
+    Parser().feed(html)
+    return bad + stack
 
 
 def test_applications_file_against_the_live_champion(store_dir, pipeline, capsys, monkeypatch):
