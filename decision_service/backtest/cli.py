@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from rich.console import Console
 
-from decision_service.audit import AuditStore, Filters
+from decision_service.audit import Filters
 from decision_service.settings import Settings
 
 
@@ -67,6 +66,9 @@ def filters_of(args: argparse.Namespace) -> Filters:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+
+    from decision_service.audit import AuditStore
     from decision_service.backtest.compare import compare, redecide
     from decision_service.backtest.html import render_html
     from decision_service.backtest.load import load_file, load_stored

@@ -8,11 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
-from decision_service.audit import AuditUnavailable
-from decision_service.batch.io import FORMATS, BatchInputError
 from decision_service.settings import Settings
+
+FORMATS = ("jsonl", "csv", "parquet")  # batch.io's; not imported here: pyarrow loads slowly
 
 
 def add_batch_parser(sub: Any) -> argparse.ArgumentParser:
@@ -50,6 +48,11 @@ def output_format(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+
+    from decision_service.audit import AuditUnavailable
+    from decision_service.batch.io import BatchInputError
+
     console = Console(stderr=args.summary == "json")
     fmt = output_format(args)
     if args.engine == "spark" and (args.audit or fmt != "parquet"):
