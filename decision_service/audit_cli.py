@@ -88,6 +88,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             return _verify(store, sys.stdout)
         if args.audit_command == "replay":
             return _replay(store, settings, args, sys.stdout)
+        if args.format == "parquet":
+            from decision_service.audit.queries import export_parquet
+
+            sink = args.output if args.output else sys.stdout.buffer
+            export_parquet(store.reader, _filters(args), sink)
+            return 0
         export = export_jsonl if args.format == "jsonl" else export_csv
         out = args.output.open("w", newline="") if args.output else sys.stdout
         try:

@@ -93,6 +93,18 @@ def _keys(args: argparse.Namespace) -> int:
     return keys_cli.run(args, _settings(args))
 
 
+def _batch(args: argparse.Namespace) -> int:
+    from decision_service.batch.cli import run
+
+    return run(args, _settings(args))
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from decision_service.backtest.cli import run
+
+    return run(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="decision-service", description=__doc__)
     parser.add_argument("--config", type=Path, default=None, help="settings TOML file")
@@ -137,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--id", action="append", dest="ids", metavar="ID")
     which.add_argument("--all", action="store_true")
     export = audit_sub.add_parser("export", help="stream decisions as JSONL or CSV")
-    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export.add_argument("--format", choices=["jsonl", "csv", "parquet"], default="jsonl")
     export.add_argument("--output", type=Path, default=None, help="file (default: stdout)")
     for p in (replay, export):
         p.add_argument("--from", dest="from_")
@@ -152,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     from decision_service.keys_cli import add_parser as add_keys_parser
 
     add_keys_parser(sub, _keys)
+
+    from decision_service.backtest.cli import add_backtest_parser
+    from decision_service.batch.cli import add_batch_parser
+
+    add_batch_parser(sub).set_defaults(func=_batch)
+    add_backtest_parser(sub).set_defaults(func=_backtest)
     return parser
 
 

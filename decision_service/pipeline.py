@@ -7,14 +7,15 @@ re-decided and compared field by field (replay).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from time import perf_counter_ns
 from typing import Any
 
 import msgspec
 
 from decision_service.decision import Decision, ModelRef, Reason, RulesetRef, Trace
-from decision_service.rules.evaluation import Engine
-from decision_service.scoring import Scorer
+from decision_service.rules.evaluation import Engine, Evaluation
+from decision_service.scoring import Explanation, Scorer
 
 
 class Versions(msgspec.Struct, frozen=True):
@@ -27,6 +28,52 @@ def versions(scorer: Scorer, engine: Engine, sha256: str) -> Versions:
     return Versions(
         ModelRef(card.name, card.version, card.model_sha256),
         RulesetRef(ruleset.name, ruleset.version, sha256, engine.name),
+    )
+
+
+def needs_model_reasons(outcome: str, explain: bool) -> bool:
+    """Model reason codes are computed for adverse outcomes, and on approvals when asked."""
+    return explain or outcome != "approve"
+
+
+def model_reasons(explanations: Iterable[Explanation]) -> list[Reason]:
+    return [Reason(e.code, "model", e.text, e.contribution) for e in explanations]
+
+
+def approved_amount(outcome: str, amount: float, cap: Any) -> float | None:
+    """The amount granted: the request, capped by the tightest rule cap; None unless approved."""
+    if outcome != "approve":
+        return None
+    return float(amount if cap is None else min(amount, cap))
+
+
+def assemble(
+    application_id: str,
+    amount: float,
+    pd: float,
+    result: Evaluation,
+    reasons: list[Reason],
+    refs: Versions,
+    timings_us: dict[str, int],
+    *,
+    decision_id: str,
+    decided_at: str,
+    trace_id: str | None,
+) -> Decision:
+    """The Decision of one application from its score, its rule evaluation and its reasons.
+
+    The one place a Decision is built: `decide` below and the batch path both call it."""
+    return Decision(
+        decision_id=decision_id,
+        application_id=application_id,
+        outcome=result.outcome,
+        approved_amount=approved_amount(result.outcome, amount, result.max_amount),
+        pd=pd,
+        risk_band=result.derived.get("risk_band"),
+        reasons=reasons,
+        trace=Trace(refs.model, refs.ruleset, result.fired, timings_us),
+        decided_at=decided_at,
+        trace_id=trace_id,
     )
 
 
@@ -53,25 +100,21 @@ def decide(
     result = engine.evaluate(facts)
     t2 = perf_counter_ns()
     reasons: list[Reason] = list(result.reasons)
-    if explain or result.outcome != "approve":
-        reasons += [Reason(e.code, "model", e.text, e.contribution) for e in scorer.explain(row)]
+    if needs_model_reasons(result.outcome, explain):
+        reasons += model_reasons(scorer.explain(row))
     t3 = perf_counter_ns()
-    approved = None
-    if result.outcome == "approve":
-        cap = result.max_amount
-        approved = float(app.amount if cap is None else min(app.amount, cap))
     timings["score"] = (t1 - t0) // 1000
     timings["rules"] = (t2 - t1) // 1000
     timings["explain"] = (t3 - t2) // 1000
-    return Decision(
+    return assemble(
+        app.application_id,
+        app.amount,
+        pd,
+        result,
+        reasons,
+        refs,
+        timings,
         decision_id=decision_id,
-        application_id=app.application_id,
-        outcome=result.outcome,
-        approved_amount=approved,
-        pd=pd,
-        risk_band=result.derived.get("risk_band"),
-        reasons=reasons,
-        trace=Trace(refs.model, refs.ruleset, result.fired, timings),
         decided_at=decided_at,
         trace_id=trace_id,
     )

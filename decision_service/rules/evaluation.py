@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -44,6 +45,43 @@ def resolve_outcome(outcomes: Sequence[str], default: str) -> str:
         if best is None or _SEVERITY[o] > _SEVERITY[best]:
             best = o
     return best if best is not None else default
+
+
+# The pieces below are the policy's one definition of what fired rules mean. The row engines
+# (run_stages) and the vectorized batch path (decision_service.batch) both call them: the batch
+# path once per distinct set of fired rules, or per row when it builds Decision objects.
+
+
+def resolve(ruleset: Ruleset, fired_rules: Sequence[Rule]) -> tuple[str, list[Reason]]:
+    """The outcome of a set of fired rules (in firing order) and the rule reasons that cite it."""
+    outcomes = [r.outcome for r in fired_rules if r.outcome]
+    outcome = resolve_outcome(outcomes, ruleset.default_outcome)
+    reasons = [
+        Reason(code=r.code, source="rule", text=r.reason or "")
+        for r in fired_rules
+        if r.outcome == outcome
+    ]
+    return outcome, reasons
+
+
+def lowest_cap(caps: Sequence[Any], minimum: Callable[[Any, Any], Any] = min) -> Any:
+    """The tightest amount cap among the known caps of the fired rules (None when none capped).
+
+    `minimum` is `min` on one decision's values, an element-wise minimum on columns."""
+    return functools.reduce(minimum, caps) if caps else None
+
+
+def fired_entry(
+    rule: Rule, values: dict[str, Any], computed: dict[str, Any] | None, cap: Any
+) -> FiredRule:
+    """One trace entry: the rule, the values its condition saw, what it computed and capped."""
+    # `rule.then` is shared by every trace of this rule unless this one adds to it
+    then = dict(rule.then) if rule.compute or rule.max_amount is not None else rule.then
+    if rule.compute:
+        then["computed"] = computed
+    if rule.max_amount is not None:
+        then["cap"] = cap
+    return FiredRule(rule.id, rule.priority, rule.when.text, values, then)
 
 
 def _clean(x: Any) -> Any:
@@ -91,8 +129,7 @@ def run_stages(
                 values = {f: env.get(f) for f in rule.reads}
                 fired.append(FiredRule(rule.id, rule.priority, rule.when.text, values, then))
                 continue
-            # `rule.then` is shared by every trace of this rule unless this one adds to it
-            then = dict(rule.then) if rule.compute or rule.max_amount is not None else rule.then
+            computed: dict[str, Any] | None = None
             if rule.compute:
                 computed = {}
                 for fname in rule.compute:
@@ -100,17 +137,16 @@ def run_stages(
                     computed[fname] = v
                     if fname not in new and v is not None:
                         new[fname] = v
-                then["computed"] = computed
             for fname, v in rule.set.items():
                 if fname not in new:
                     new[fname] = v
+            cap = None
             if rule.max_amount is not None:
                 cap = number(rule, "max_amount", env)
-                then["cap"] = cap
                 if cap is not None:
                     caps.append(cap)
             values = {f: env.get(f) for f in rule.reads}
-            fired.append(FiredRule(rule.id, rule.priority, rule.when.text, values, then))
+            fired.append(fired_entry(rule, values, computed, cap))
             fired_rules.append(rule)
         for tid, rows in aggregated.items():
             table = next(t for t in ruleset.tables if t.id == tid)
@@ -129,17 +165,10 @@ def run_stages(
             fired.append(FiredRule(tid, table.priority, when, {}, entry))
         derived.update(new)
         env.update(new)
-    outcome = resolve_outcome(
-        [r.outcome for r in fired_rules if r.outcome], ruleset.default_outcome
-    )
-    reasons = [
-        Reason(code=r.code, source="rule", text=r.reason or "")
-        for r in fired_rules
-        if r.outcome == outcome
-    ]
+    outcome, reasons = resolve(ruleset, fired_rules)
     return Evaluation(
         outcome=outcome,  # type: ignore[arg-type]
-        max_amount=min(caps) if caps else None,
+        max_amount=lowest_cap(caps),
         derived=derived,
         fired=fired,
         reasons=reasons,
