@@ -34,7 +34,7 @@ def _decide(batch: pa.RecordBatch, first_line: int) -> tuple[pa.Table, list, int
     import uuid_utils
 
     from decision_service.batch.spark import built
-    from decision_service.service import utc_now
+    from decision_service.deciding import utc_now
 
     assert _PAYLOAD is not None
     pipeline, app_type, _ = built(_PAYLOAD)

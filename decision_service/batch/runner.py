@@ -37,10 +37,11 @@ from decision_service.audit import AuditStore, AuditUnavailable
 from decision_service.batch.io import Chunk, Writer, input_format, read_chunks, total_rows
 from decision_service.batch.pipeline import OUTPUT_SCHEMA, BatchPipeline, BatchResult
 from decision_service.batch.rules import OUTCOMES
+from decision_service.deciding import utc_now
 from decision_service.pipeline import versions
 from decision_service.rules.registry import RuleRegistry
 from decision_service.scoring import Scorer, application_type
-from decision_service.service import card_schema, utc_now
+from decision_service.service import card_schema
 from decision_service.settings import Settings
 
 CHUNK_ROWS = 50_000

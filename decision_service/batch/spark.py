@@ -97,7 +97,7 @@ def decide_batches(payload: bytes, batches: Iterator[pa.RecordBatch]) -> Iterato
     """One partition: decide every Arrow batch; invalid rows come out with their errors."""
     import uuid_utils
 
-    from decision_service.service import utc_now
+    from decision_service.deciding import utc_now
 
     pipeline, app_type, reasons = built(payload)
     specs = pipeline.scorer.card.features

@@ -18,11 +18,11 @@ from decision_service.scoring import application_type
 from tests.conftest import APPLICATIONS, ROOT
 
 POLICY = (ROOT / "rules" / "risk_appetite.yaml").read_text()
-OLD = POLICY.replace("version: 2026.11.0", "version: 2026.10.0").replace(
+OLD = POLICY.replace("version: 2026.11.1", "version: 2026.10.0").replace(
     'job == "freelance" and seniority < 2', 'job == "freelance" and seniority < 3'
 )
 CANDIDATE = (
-    POLICY.replace("version: 2026.11.0", "version: 2026.12.0")
+    POLICY.replace("version: 2026.11.1", "version: 2026.12.0")
     .replace("payment_to_income > 0.8 and", "payment_to_income > 0.79 and")
     .replace(
         "  # ---- Stage 2: appetite by band",
@@ -102,7 +102,7 @@ def test_flips_are_what_the_row_pipeline_says(store_dir, pipeline, capsys, monke
     assert {f["decision_id"] for f in report["flips"]} == flipped and flipped
     assert {(v["ruleset_version"], v["decisions"]) for v in report["versions"]} == {
         ("2026.10.0", 400),
-        ("2026.11.0", 300),
+        ("2026.11.1", 300),
     }
     assert sum(s["before"]["decisions"] for s in report["segments"]) == 700
     assert sum(s["flips"] for s in report["segments"]) == len(flipped)
@@ -129,7 +129,7 @@ def test_same_policy_flips_nothing_and_filters_apply(store_dir, capsys, monkeypa
             "--format",
             "json",
             "--ruleset-version",
-            "2026.11.0",
+            "2026.11.1",
         ]
     )
     assert rc == 0
