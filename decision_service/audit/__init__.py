@@ -5,15 +5,22 @@ Public surface::
     store = AuditStore.open(database_url, code_version="1.2.3+abc123")
     await store.start()
     await store.append(request_bytes, decision)   # returns once committed; AuditUnavailable if not
+    await store.record_access(actor, route, filters, returned)   # who read personal data
+    await store.record_change(actor, action, subject, before, after)   # who changed what
     await store.close()
+
+Records are MAC'd under the audit key (``Keyring``, keys.py); heads are signed into a
+checkpoint file outside the database (``CheckpointFile``, checkpoints.py).
 
 Queries (sync over an engine for the CLI; ``store.get/page/verify`` are async wrappers):
 ``get``, ``page``, ``iter_records``, ``export_jsonl``, ``export_csv``, ``verify``,
 ``ruleset_text``, ``remember_ruleset``.
 """
 
-from decision_service.audit.chain import ChainReport, Problem, VerifyReport, verify
+from decision_service.audit.chain import ChainReport, Problem, VerifyReport
+from decision_service.audit.checkpoints import DEFAULT_CHECKPOINT_FILE, CheckpointFile
 from decision_service.audit.engine import make_engine
+from decision_service.audit.keys import DEFAULT_KEY_FILE, AuditKeyError, Keyring
 from decision_service.audit.queries import (
     CSV_COLUMNS,
     Filters,
@@ -30,14 +37,20 @@ from decision_service.audit.queries import (
 )
 from decision_service.audit.store import AuditStore, AuditUnavailable, WriterStats, remember_ruleset
 from decision_service.audit.tables import create_tables
+from decision_service.audit.verify import verify
 
 __all__ = [
     "CSV_COLUMNS",
+    "DEFAULT_CHECKPOINT_FILE",
+    "DEFAULT_KEY_FILE",
+    "AuditKeyError",
     "AuditStore",
     "AuditUnavailable",
     "ChainReport",
+    "CheckpointFile",
     "Filters",
     "InvalidCursor",
+    "Keyring",
     "Page",
     "Problem",
     "RulesetText",

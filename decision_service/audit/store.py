@@ -26,7 +26,10 @@ import sqlalchemy as sa
 import uuid_utils
 
 from decision_service.audit import chain, queries
+from decision_service.audit.checkpoints import CheckpointFile, Head
 from decision_service.audit.engine import SQLiteSync, is_sqlite, make_engine
+from decision_service.audit.keys import DEFAULT_KEY_FILE, Keyring
+from decision_service.audit.logs import LogWriter
 from decision_service.audit.records import record_columns
 from decision_service.audit.tables import (
     chain_head_table,
@@ -35,6 +38,7 @@ from decision_service.audit.tables import (
     decision_table,
     ruleset_text_table,
 )
+from decision_service.audit.verify import verify as verify_database
 from decision_service.decision import Decision
 
 log = logging.getLogger(__name__)
@@ -117,6 +121,9 @@ class AuditStore:
         code_version: str | None = None,
         chain_id: str | None = None,
         max_batch: int = 1000,
+        keyring: Keyring | None = None,
+        checkpoints: CheckpointFile | None = None,
+        checkpoint_interval_s: float = 60.0,
     ) -> None:
         self.engine = writer_engine
         self.reader = reader_engine or writer_engine
@@ -133,6 +140,14 @@ class AuditStore:
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sa.Connection | None = None  # used by the writer thread only
         self._closed = False
+        # The audit key (MACs) and the signed checkpoints outside the database.
+        self.keyring = keyring or Keyring.load_or_create(DEFAULT_KEY_FILE)
+        self.checkpoints = checkpoints
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.logs = LogWriter(self.engine, self.keyring)
+        self.database_id: str | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._checkpointed: list[Head] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -146,8 +161,14 @@ class AuditStore:
         sqlite_synchronous: SQLiteSync = "FULL",
         busy_timeout_ms: int = 5000,
         max_batch: int = 1000,
+        keyring: Keyring | None = None,
+        checkpoints: CheckpointFile | None = None,
+        checkpoint_interval_s: float = 60.0,
     ) -> AuditStore:
-        """Engines for ``database_url`` (tables created if ``create``); no writer yet."""
+        """Engines for ``database_url`` (tables created if ``create``); no writer yet.
+
+        ``keyring``: the audit keys (default: ``var/audit.key``, created if absent);
+        ``checkpoints``: where signed checkpoints go (default: none are written)."""
         writer = make_engine(
             database_url,
             writer=True,
@@ -159,7 +180,15 @@ class AuditStore:
         )
         if create:
             create_tables(writer)
-        return cls(writer, reader, code_version=code_version, max_batch=max_batch)
+        return cls(
+            writer,
+            reader,
+            code_version=code_version,
+            max_batch=max_batch,
+            keyring=keyring,
+            checkpoints=checkpoints,
+            checkpoint_interval_s=checkpoint_interval_s,
+        )
 
     async def start(self) -> None:
         """Start the writer task (call from the event loop that will call ``append``)."""
@@ -169,14 +198,20 @@ class AuditStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
         self._task = asyncio.create_task(self._run(), name=f"audit-writer-{self.chain_id}")
         self._healthy = True
+        await self._start_checkpoints()
 
     async def close(self) -> None:
         """Commit what is queued, stop the writer, release the connections."""
         self._closed = True
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
         if self._task is not None and self._queue is not None:
             self._queue.put_nowait(_STOP)
             await self._task
             self._task = None
+        await self._final_checkpoint()
         if self._executor is not None:
             self._executor.submit(self._release_connection).result()
             self._executor.shutdown(wait=True)
@@ -317,14 +352,16 @@ class AuditStore:
             first_seq = seq
             rows: list[dict[str, Any]] = []
             rule_rows: list[dict[str, str]] = []
+            key_id = self.keyring.current_id
             for pending in batch:
                 seq += 1
                 row = pending.columns.copy()
                 row["chain_id"] = self.chain_id
                 row["seq"] = seq
                 row["prev_hash"] = prev_hash
-                row["record_hash"] = prev_hash = chain.record_hash(
-                    self.chain_id, seq, prev_hash, row
+                row["key_id"] = key_id
+                row["record_hash"] = prev_hash = chain.record_mac(
+                    self.keyring, self.chain_id, seq, prev_hash, row
                 )
                 rows.append(row)
                 decision_id = row["decision_id"]
@@ -375,7 +412,85 @@ class AuditStore:
         )
 
     async def verify(self) -> chain.VerifyReport:
-        return await asyncio.to_thread(chain.verify, self.reader)
+        return await asyncio.to_thread(self.verify_sync)
+
+    def verify_sync(self) -> chain.VerifyReport:
+        return verify_database(self.reader, self.keyring, self.checkpoints)
+
+    # -- who did what (access_log, change_log) and signed checkpoints -------------------------
+
+    async def record_access(
+        self, actor: str, route: str, filters: dict[str, Any], returned: int
+    ) -> None:
+        """Record a read of personal data (committed before returning; AuditUnavailable if not)."""
+        await asyncio.to_thread(self.record_access_sync, actor, route, filters, returned)
+
+    def record_access_sync(
+        self, actor: str, route: str, filters: dict[str, Any], returned: int
+    ) -> None:
+        try:
+            self.logs.record_access(actor, route, filters, returned)
+        except sa.exc.SQLAlchemyError as exc:
+            raise AuditUnavailable(f"cannot record access: {exc}") from exc
+
+    async def record_change(
+        self, actor: str, action: str, subject: str, before: Any = None, after: Any = None
+    ) -> None:
+        """Record a change (rule reload, key created/revoked, model switch), committed."""
+        await asyncio.to_thread(self.record_change_sync, actor, action, subject, before, after)
+
+    def record_change_sync(
+        self, actor: str, action: str, subject: str, before: Any = None, after: Any = None
+    ) -> None:
+        try:
+            self.logs.record_change(actor, action, subject, before, after)
+        except sa.exc.SQLAlchemyError as exc:
+            raise AuditUnavailable(f"cannot record change: {exc}") from exc
+
+    async def _start_checkpoints(self) -> None:
+        """Give the database its id, adopt pre-key chains once, start periodic checkpoints."""
+        self.database_id = await asyncio.to_thread(self.logs.init_database)
+        if self.checkpoints is None:
+            return
+        await asyncio.to_thread(self.checkpoints.adopt, self.engine, self.keyring, self.database_id)
+        self._checkpointer = asyncio.create_task(self._checkpoint_loop())
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.checkpoint_interval_s)
+            try:
+                await self.checkpoint()
+            except Exception as exc:  # never stop checkpointing over one failure
+                log.error("audit checkpoint failed: %s", exc)
+
+    async def checkpoint(self) -> None:
+        """Sign and append this process's chain heads, if any moved since the last time."""
+        if self.checkpoints is None or self.database_id is None:
+            return
+        if self._executor is not None:  # read the committed head on the writer thread
+            seq, last = await asyncio.get_running_loop().run_in_executor(
+                self._executor, lambda: (self._seq, self._prev_hash)
+            )
+        else:
+            seq, last = self._seq, self._prev_hash
+        heads = [Head("decision", self.chain_id, seq, last)] if seq else []
+        heads += [Head(log, log, s, h) for log, (s, h) in sorted(self.logs.heads().items())]
+        if not heads or heads == self._checkpointed:
+            return
+        await asyncio.to_thread(
+            self.checkpoints.write,
+            self.keyring,
+            self.database_id,
+            heads,
+            writer=f"chain:{self.chain_id}",
+        )
+        self._checkpointed = heads
+
+    async def _final_checkpoint(self) -> None:
+        try:
+            await self.checkpoint()
+        except Exception as exc:
+            log.error("audit checkpoint at shutdown failed: %s", exc)
 
     def export_jsonl(self, filters: queries.Filters | None = None) -> Iterator[str]:
         return queries.export_jsonl(self.reader, filters)
