@@ -18,7 +18,7 @@ import uuid_utils
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
-from decision_service.audit import AuditStore, AuditUnavailable
+from decision_service.audit import AuditStore, AuditUnavailable, CheckpointFile, Keyring
 from decision_service.decision import Decision
 from decision_service.observability import configure_tracing
 from decision_service.pipeline import Versions, decide, versions
@@ -56,6 +56,7 @@ class Service:
     tracer: Tracer
     _versions: dict[str, Versions] = field(default_factory=dict)
     _remembered: set[str] = field(default_factory=set)
+    _rules_seen: dict[str, Any] = field(default_factory=dict)  # for change_log's "before"
 
     @classmethod
     def build(cls, settings: Settings) -> Service:
@@ -64,7 +65,11 @@ class Service:
             settings.rules_dir, card_schema(scorer.card), engine=settings.rules_engine
         )
         store = AuditStore.open(
-            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
+            settings.database_url,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            keyring=Keyring.load_or_create(settings.audit_key_file),
+            checkpoints=CheckpointFile(settings.audit_checkpoint_file),
+            checkpoint_interval_s=settings.audit_checkpoint_interval_s,
         )
         tracing = configure_tracing(settings)
         return cls(settings, scorer, rules, store, tracing, tracing.get_tracer("decision_service"))
@@ -72,6 +77,7 @@ class Service:
     async def start(self) -> None:
         await self.store.start()
         self.remember_rules(self.rules.active())
+        self._rules_seen = self._rules_version()
         if self.settings.rules_watch:
             self.rules.start_watching(on_result=self._log_reload)
 
@@ -96,19 +102,42 @@ class Service:
             refs = self._versions[snap.sha256] = versions(self.scorer, snap.engine, snap.sha256)
         return refs
 
-    async def reload_rules(self) -> tuple[bool, list[str]]:
+    async def reload_rules(self, actor: str = "anonymous") -> tuple[bool, list[str]]:
         result = await asyncio.to_thread(self.rules.reload)
-        self._log_reload(result)
+        await asyncio.to_thread(self._log_reload, result, actor)
         if result.ok:
             with contextlib.suppress(AuditUnavailable):  # retried by the first decision
                 self.remember_rules(self.rules.active())
         return result.ok, result.errors
 
-    def _log_reload(self, result: ReloadResult) -> None:
+    def _log_reload(self, result: ReloadResult, actor: str = "file-watch") -> None:
         if result.ok:
             log.info("rules_reloaded", changed=result.changed, active=self.rules_status())
         else:
             log.error("rules_rejected", errors=result.errors, active=self.rules_status())
+        self._record_reload(result, actor)
+
+    def _rules_version(self) -> dict[str, Any]:
+        snap = self.rules.active()
+        return {"name": snap.name, "version": snap.version, "sha256": snap.sha256}
+
+    def _record_reload(self, result: ReloadResult, actor: str) -> None:
+        """change_log: who reloaded the rules, from which version to which (or what failed)."""
+        before = self._rules_seen or None
+        after: dict[str, Any] = self._rules_version()
+        if not result.ok:
+            after = {**after, "rejected": result.errors[:20]}
+        try:
+            self.store.record_change_sync(
+                actor,
+                "rules.reload" if result.ok else "rules.reload_rejected",
+                str(after["name"]),
+                before,
+                after,
+            )
+        except Exception as exc:
+            log.error("change_log_write_failed", action="rules.reload", error=str(exc))
+        self._rules_seen = self._rules_version()
 
     def rules_status(self) -> dict[str, Any]:
         snap = self.rules.active()

@@ -36,6 +36,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     otel_exporter: Literal["none", "console", "otlp"] = "none"
     otel_endpoint: str = "http://127.0.0.1:4318/v1/traces"
     otel_sample_ratio: float = 1.0
+    # The audit key (never in the database; made on first start, mode 0600) and the signed
+    # checkpoints of the chain heads, also outside the database.
+    audit_key_file: Path = Path("var/audit.key")
+    audit_checkpoint_file: Path = Path("var/checkpoints.jsonl")
+    audit_checkpoint_interval_s: float = 60.0
 
     @property
     def model_dir(self) -> Path:

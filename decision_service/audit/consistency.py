@@ -73,12 +73,16 @@ def indexed_values(decision_json: str | bytes) -> dict[str, Any]:
     }
 
 
-def disagreements(row: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(column, column value, decision JSON value) for every column that differs."""
-    try:
-        truth = indexed_values(row["decision_json"])
-    except (msgspec.DecodeError, ValueError) as exc:
-        return [("decision_json", None, f"unreadable: {exc}")]
+def disagreements(
+    row: Mapping[str, Any], truth: Mapping[str, Any] | None = None
+) -> list[tuple[str, Any, Any]]:
+    """(column, column value, true value) for every indexed column that differs from
+    ``truth`` (default: the record's own decision JSON)."""
+    if truth is None:
+        try:
+            truth = indexed_values(row["decision_json"])
+        except (msgspec.DecodeError, ValueError) as exc:
+            return [("decision_json", None, f"unreadable: {exc}")]
     out: list[tuple[str, Any, Any]] = []
     for name, expected in truth.items():
         value = row[name]

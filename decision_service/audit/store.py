@@ -38,7 +38,7 @@ from decision_service.audit.tables import (
     decision_table,
     ruleset_text_table,
 )
-from decision_service.audit.verify import verify as verify_database
+from decision_service.audit.trail import AuditTrail
 from decision_service.decision import Decision
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,9 @@ def default_code_version() -> str:
         return "unknown"
 
 
-class AuditStore:
-    """The audit log of one process: appends (group commit), queries, verification."""
+class AuditStore(AuditTrail):
+    """The audit log of one process: appends (group commit), queries; who did what, signed
+    checkpoints and verification come from ``AuditTrail`` (trail.py)."""
 
     def __init__(
         self,
@@ -148,6 +149,7 @@ class AuditStore:
         self.database_id: str | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._checkpointed: list[Head] = []
+        self._verifying: asyncio.Future[chain.VerifyReport] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -410,87 +412,6 @@ class AuditStore:
         return await asyncio.to_thread(
             queries.page, self.reader, filters, limit=limit, cursor=cursor
         )
-
-    async def verify(self) -> chain.VerifyReport:
-        return await asyncio.to_thread(self.verify_sync)
-
-    def verify_sync(self) -> chain.VerifyReport:
-        return verify_database(self.reader, self.keyring, self.checkpoints)
-
-    # -- who did what (access_log, change_log) and signed checkpoints -------------------------
-
-    async def record_access(
-        self, actor: str, route: str, filters: dict[str, Any], returned: int
-    ) -> None:
-        """Record a read of personal data (committed before returning; AuditUnavailable if not)."""
-        await asyncio.to_thread(self.record_access_sync, actor, route, filters, returned)
-
-    def record_access_sync(
-        self, actor: str, route: str, filters: dict[str, Any], returned: int
-    ) -> None:
-        try:
-            self.logs.record_access(actor, route, filters, returned)
-        except sa.exc.SQLAlchemyError as exc:
-            raise AuditUnavailable(f"cannot record access: {exc}") from exc
-
-    async def record_change(
-        self, actor: str, action: str, subject: str, before: Any = None, after: Any = None
-    ) -> None:
-        """Record a change (rule reload, key created/revoked, model switch), committed."""
-        await asyncio.to_thread(self.record_change_sync, actor, action, subject, before, after)
-
-    def record_change_sync(
-        self, actor: str, action: str, subject: str, before: Any = None, after: Any = None
-    ) -> None:
-        try:
-            self.logs.record_change(actor, action, subject, before, after)
-        except sa.exc.SQLAlchemyError as exc:
-            raise AuditUnavailable(f"cannot record change: {exc}") from exc
-
-    async def _start_checkpoints(self) -> None:
-        """Give the database its id, adopt pre-key chains once, start periodic checkpoints."""
-        self.database_id = await asyncio.to_thread(self.logs.init_database)
-        if self.checkpoints is None:
-            return
-        await asyncio.to_thread(self.checkpoints.adopt, self.engine, self.keyring, self.database_id)
-        self._checkpointer = asyncio.create_task(self._checkpoint_loop())
-
-    async def _checkpoint_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.checkpoint_interval_s)
-            try:
-                await self.checkpoint()
-            except Exception as exc:  # never stop checkpointing over one failure
-                log.error("audit checkpoint failed: %s", exc)
-
-    async def checkpoint(self) -> None:
-        """Sign and append this process's chain heads, if any moved since the last time."""
-        if self.checkpoints is None or self.database_id is None:
-            return
-        if self._executor is not None:  # read the committed head on the writer thread
-            seq, last = await asyncio.get_running_loop().run_in_executor(
-                self._executor, lambda: (self._seq, self._prev_hash)
-            )
-        else:
-            seq, last = self._seq, self._prev_hash
-        heads = [Head("decision", self.chain_id, seq, last)] if seq else []
-        heads += [Head(log, log, s, h) for log, (s, h) in sorted(self.logs.heads().items())]
-        if not heads or heads == self._checkpointed:
-            return
-        await asyncio.to_thread(
-            self.checkpoints.write,
-            self.keyring,
-            self.database_id,
-            heads,
-            writer=f"chain:{self.chain_id}",
-        )
-        self._checkpointed = heads
-
-    async def _final_checkpoint(self) -> None:
-        try:
-            await self.checkpoint()
-        except Exception as exc:
-            log.error("audit checkpoint at shutdown failed: %s", exc)
 
     def export_jsonl(self, filters: queries.Filters | None = None) -> Iterator[str]:
         return queries.export_jsonl(self.reader, filters)
