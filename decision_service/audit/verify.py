@@ -63,6 +63,8 @@ def verify(
     columns = [d[n] for n in ("chain_id", "seq", "prev_hash", "record_hash", "key_id")]
     columns += [d[n] for n in HASHED_COLUMNS if n not in ("chain_id",)]
     with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":  # heads, records and logs from one snapshot
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
         heads = {r["chain_id"]: r for r in conn.execute(sa.select(chain_head_table)).mappings()}
         rows = conn.execution_options(yield_per=batch).execute(
             sa.select(*columns).order_by(d.chain_id, d.seq)
