@@ -19,7 +19,7 @@ import hmac
 import os
 import secrets
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -46,6 +46,13 @@ class Keyring:
     keys: dict[str, bytes]
     current_id: str | None
     path: Path | None = None
+    # HMAC state with the key already absorbed, copied per message: a fresh HMAC per record
+    # cost ~40% more than the plain sha256 it replaces; a copy costs about the same.
+    _prepared: dict[str, hmac.HMAC] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for key_id, secret in self.keys.items():
+            self._prepared[key_id] = hmac.new(secret, digestmod="sha256")
 
     @property
     def current(self) -> bytes:
@@ -58,15 +65,19 @@ class Keyring:
 
     def mac(self, message: bytes, key_id: str | None = None) -> str:
         """HMAC-SHA256 (hex) of ``message`` under ``key_id`` (default: the current key)."""
-        secret = self.current if key_id is None else self.keys[key_id]
-        return hmac.digest(secret, message, "sha256").hex()
+        if key_id is None:
+            key_id = self.current_id
+        if key_id not in self._prepared:
+            raise AuditKeyError(f"no audit key {key_id} in {self.path}")
+        h = self._prepared[key_id].copy()
+        h.update(message)
+        return h.hexdigest()
 
     def check(self, message: bytes, key_id: str, mac: str) -> bool | None:
         """True if ``mac`` is right, False if wrong, None if the key is unknown."""
-        secret = self.keys.get(key_id)
-        if secret is None:
+        if key_id not in self._prepared:
             return None
-        return hmac.compare_digest(hmac.digest(secret, message, "sha256").hex(), mac)
+        return hmac.compare_digest(self.mac(message, key_id), mac)
 
     @classmethod
     def generate(cls) -> Keyring:
