@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import stat
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -256,3 +257,26 @@ def test_a_cut_tail_is_caught_by_the_checkpoint_signed_at_shutdown(trail: Server
     done = trail.cli("audit", "verify")
     assert done.returncode == 1
     assert f"chain {last['chain_id']} seq {last['seq']} record -: tail_deleted" in done.stdout
+
+
+def test_a_file_watch_reload_is_in_the_change_log(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'watch.db'}"
+    srv = start_server(tmp_path, url, extra_env={"DECISION_RULES_WATCH": "true"})
+    engine = sa.create_engine(url)
+    try:
+        rules = srv.rules_dir / "risk_appetite.yaml"
+        text = rules.read_text()
+        assert "version: 2026.11.0" in text
+        rules.write_text(text.replace("version: 2026.11.0", "version: 2026.11.1"))
+        deadline = time.monotonic() + 60
+        changes: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not changes:
+            time.sleep(0.2)
+            changes = _rows(engine, "SELECT * FROM change_log WHERE action = 'rules.reload'")
+        (change,) = changes
+        assert change["actor"] == "file-watch"
+        assert json.loads(change["before"])["version"] == "2026.11.0"
+        assert json.loads(change["after"])["version"] == "2026.11.1"
+    finally:
+        srv.stop()
+        engine.dispose()
