@@ -120,8 +120,18 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
             return error(409, f"cannot replay: {exc}")
         return json_response(result)
 
-    @get("/audit/verify", tags=["audit"], summary="Walk the hash chains; name the first break")
+    @get(
+        "/audit/verify",
+        tags=["audit"],
+        summary="Check every chain against the audit key and the signed checkpoints",
+        description="Runs in a child process at low CPU priority, one at a time per worker: "
+        "callers arriving while one runs share its report.",
+    )
     async def verify() -> Response:
-        return json_response(await store.verify())
+        try:
+            report = await store.verify()
+        except AuditUnavailable as exc:
+            return json_response(error_body(503, str(exc)), 503, headers={"retry-after": "5"})
+        return json_response(report)
 
     return [get_decision, list_decisions, replay, verify]
