@@ -69,6 +69,8 @@ def render_report(report: VerifyReport, out: TextIO) -> None:
         )
     for warning in report.warnings:
         out.write(f"warning: {warning}\n")
+    if report.mode == "incremental":
+        out.write("incremental: each chain checked from its last verified checkpoint on\n")
     out.write(
         f"{'intact' if report.ok else 'BROKEN'}: {report.records} records, "
         f"{len(report.chains)} chains, {report.checkpoints} signed checkpoints\n"
@@ -80,6 +82,8 @@ def _verify(settings: Settings, store: AuditStore, args: argparse.Namespace, out
         store.reader,
         Keyring.load(settings.audit_key_file),
         CheckpointFile(settings.audit_checkpoint_file),
+        incremental=args.incremental,
+        mark_verified=True,
     )
     if args.format == "json":
         out.write(msgspec.json.encode(report).decode() + "\n")

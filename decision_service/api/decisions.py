@@ -125,11 +125,12 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         tags=["audit"],
         summary="Check every chain against the audit key and the signed checkpoints",
         description="Runs in a child process at low CPU priority, one at a time per worker: "
-        "callers arriving while one runs share its report.",
+        "callers arriving while one runs share its report. `incremental=true` checks each "
+        "chain only from the last verify that passed.",
     )
-    async def verify() -> Response:
+    async def verify(incremental: FromQuery[bool] = False) -> Response:
         try:
-            report = await store.verify()
+            report = await store.verify(incremental=incremental)
         except AuditUnavailable as exc:
             return json_response(error_body(503, str(exc)), 503, headers={"retry-after": "5"})
         return json_response(report)

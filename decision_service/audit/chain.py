@@ -147,6 +147,7 @@ class VerifyReport(msgspec.Struct, frozen=True):
     logs: list[ChainReport] = msgspec.field(default_factory=list)  # access_log, change_log
     checkpoints: int = 0  # signed checkpoint lines read
     warnings: list[str] = msgspec.field(default_factory=list)
+    mode: str = "full"  # or "incremental": from each chain's last verified checkpoint on
 
     @property
     def first_problem(self) -> Problem | None:
@@ -186,14 +187,18 @@ class ChainWalk:
         anchor: Anchor | None = None,
         *,
         legacy_needs_anchor: bool = True,
+        start: Anchor | None = None,
     ) -> None:
+        """``start``: walk from this verified checkpoint on (incremental verify): the rows
+        given begin at its seq, and that record must still have its hash."""
         self.spec = spec
         self.chain_id = chain_id
         self.keyring = keyring
         self.anchor = anchor
+        self.start = start
         self.legacy_needs_anchor = legacy_needs_anchor
-        self.expected_seq = 1
-        self.prev_hash = GENESIS
+        self.expected_seq = 1 if start is None else start.seq
+        self.prev_hash: str | None = GENESIS if start is None else None
         self.records = 0
         self.legacy = 0
         self.keyed = False
@@ -213,7 +218,7 @@ class ChainWalk:
             first, last = self.expected_seq, seq - 1
             missing = f"seq {first}" if first == last else f"seq {first}..{last}"
             self._fail(first, record_id, "deleted", f"{missing} missing before seq {seq}: deleted")
-        elif row["prev_hash"] != self.prev_hash:
+        elif self.prev_hash is not None and row["prev_hash"] != self.prev_hash:
             self._fail(
                 seq,
                 record_id,
@@ -222,20 +227,20 @@ class ChainWalk:
             )
         else:
             self._check_record(seq, record_id, row)
-        anchor = self.anchor
-        if (
-            self.problem is None
-            and anchor is not None
-            and seq == anchor.seq
-            and row["record_hash"] != anchor.hash
-        ):
-            self._fail(
-                seq,
-                record_id,
-                "checkpoint_mismatch",
-                f"the signed checkpoint of {anchor.at} holds another hash for seq {seq}: "
-                "the chain was rewritten",
-            )
+        for anchor in (self.anchor, self.start):
+            if (
+                self.problem is None
+                and anchor is not None
+                and seq == anchor.seq
+                and row["record_hash"] != anchor.hash
+            ):
+                self._fail(
+                    seq,
+                    record_id,
+                    "checkpoint_mismatch",
+                    f"the signed checkpoint of {anchor.at} holds another hash for seq {seq}: "
+                    "the chain was rewritten",
+                )
         self.expected_seq = seq + 1
         self.prev_hash = row["record_hash"]
 
@@ -283,6 +288,15 @@ class ChainWalk:
     def finish(self, head: Mapping[str, Any] | None, *, heads_kept: bool = True) -> ChainReport:
         """Close the walk: the head row (``heads_kept``: the log keeps one) and the anchor."""
         head_seq = None if head is None else head["last_seq"]
+        start = self.start
+        if self.problem is None and start is not None and self.records == 0:
+            self._fail(
+                start.seq,
+                None,
+                "tail_deleted",
+                f"seq {start.seq}, verified by the checkpoint of {start.at}, is gone: deleted "
+                "(a full verify shows where the chain now ends)",
+            )
         if self.problem is None and heads_kept:
             self._check_head(head)
         anchor = self.anchor

@@ -44,7 +44,7 @@ class Head(msgspec.Struct, frozen=True):
 
 class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     format: str = CHECKPOINT_FORMAT
-    kind: Literal["head", "adopt"]
+    kind: Literal["head", "adopt", "verified"]
     database: str
     at: str
     writer: str
@@ -65,6 +65,7 @@ class CheckpointRead:
 
     anchors: dict[tuple[str, str], Anchor] = field(default_factory=dict)
     adopted: bool = False  # an adopt line exists: unvouched plain-hashed records are forged
+    verified: dict[tuple[str, str], Anchor] = field(default_factory=dict)  # last verify that passed
     lines: int = 0  # signed lines for this database
     other_databases: int = 0  # lines about other databases (ignored)
     problems: list[Problem] = field(default_factory=list)
@@ -90,7 +91,7 @@ class CheckpointFile:
         database: str,
         heads: Iterable[Head],
         *,
-        kind: Literal["head", "adopt"] = "head",
+        kind: Literal["head", "adopt", "verified"] = "head",
         writer: str = "",
     ) -> Checkpoint:
         """Append one signed line (flushed to disk before returning)."""
@@ -103,7 +104,7 @@ class CheckpointFile:
         keyring: Keyring,
         database: str,
         heads: list[Head],
-        kind: Literal["head", "adopt"],
+        kind: Literal["head", "adopt", "verified"],
         writer: str,
     ) -> Checkpoint:
         key_id = keyring.current_id
@@ -173,6 +174,10 @@ class CheckpointFile:
                     found.anchors[key] = Anchor(head.seq, head.hash, line.at, legacy)
                 else:
                     found.anchors[key] = Anchor(old.seq, old.hash, old.at, legacy)
+                if line.kind == "verified":
+                    last = found.verified.get(key)
+                    if last is None or head.seq >= last.seq:
+                        found.verified[key] = Anchor(head.seq, head.hash, line.at, legacy)
         return found
 
     def _problem(self, number: int, detail: str) -> Problem:

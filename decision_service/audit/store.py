@@ -149,7 +149,7 @@ class AuditStore(AuditTrail):
         self.database_id: str | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._checkpointed: list[Head] = []
-        self._verifying: asyncio.Future[chain.VerifyReport] | None = None
+        self._verifying: dict[bool, asyncio.Future[chain.VerifyReport]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 

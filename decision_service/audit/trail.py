@@ -43,29 +43,35 @@ class AuditTrail:
     _executor: Any
     _checkpointer: asyncio.Task[None] | None
     _checkpointed: list[Head]
-    _verifying: asyncio.Future[chain.VerifyReport] | None
+    _verifying: dict[bool, asyncio.Future[chain.VerifyReport]]
 
-    async def verify(self) -> chain.VerifyReport:
+    async def verify(self, *, incremental: bool = False) -> chain.VerifyReport:
         """Verify every chain in a niced child process (never against this process's GIL);
-        one verify at a time: callers arriving meanwhile share the running one's report."""
-        if self._verifying is None or self._verifying.done():
-            self._verifying = asyncio.ensure_future(self._verify_once())
-        return await asyncio.shield(self._verifying)
+        one verify at a time per mode: callers arriving meanwhile share the running report.
+        A verify that passes is signed into the checkpoint file (``verified``): an
+        ``incremental`` verify walks each chain only from there on."""
+        running = self._verifying.get(incremental)
+        if running is None or running.done():
+            running = self._verifying[incremental] = asyncio.ensure_future(
+                self._verify_once(incremental)
+            )
+        return await asyncio.shield(running)
 
-    async def _verify_once(self) -> chain.VerifyReport:
+    async def _verify_once(self, incremental: bool) -> chain.VerifyReport:
         if self.keyring.path is None:  # an in-memory key cannot be handed to a child
-            return await asyncio.to_thread(self.verify_sync)
+            return await asyncio.to_thread(self.verify_sync, incremental=incremental)
         try:
             return await verify_in_child(
                 self.reader.url.render_as_string(hide_password=False),
                 self.keyring.path,
                 None if self.checkpoints is None else self.checkpoints.path,
+                incremental=incremental,
             )
         except VerifyFailed as exc:
             raise _unavailable(f"verification failed: {exc}") from exc
 
-    def verify_sync(self) -> chain.VerifyReport:
-        return verify_database(self.reader, self.keyring, self.checkpoints)
+    def verify_sync(self, *, incremental: bool = False) -> chain.VerifyReport:
+        return verify_database(self.reader, self.keyring, self.checkpoints, incremental=incremental)
 
     # -- who did what (access_log, change_log) and signed checkpoints -------------------------
 

@@ -20,12 +20,13 @@ from decision_service.audit import consistency
 from decision_service.audit.chain import (
     DECISIONS,
     HASHED_COLUMNS,
+    Anchor,
     ChainReport,
     ChainWalk,
     Problem,
     VerifyReport,
 )
-from decision_service.audit.checkpoints import CheckpointFile, CheckpointRead
+from decision_service.audit.checkpoints import CheckpointFile, CheckpointRead, Head
 from decision_service.audit.keys import DEFAULT_KEY_FILE, Keyring
 from decision_service.audit.logs import LOG_TABLES, database_id
 from decision_service.audit.records import fired_rule_ids
@@ -45,19 +46,25 @@ def verify(
     keyring: Keyring | None = None,
     checkpoints: CheckpointFile | Path | None = None,
     *,
+    incremental: bool = False,
+    mark_verified: bool = False,
     batch: int = 1000,
 ) -> VerifyReport:
     """Walk every chain and name the first broken record of each.
 
     ``keyring``: the audit keys (default: ``var/audit.key``); ``checkpoints``: the signed
-    checkpoint file to hold the database to (None: checkpoints are not checked)."""
+    checkpoint file to hold the database to (None: checkpoints are not checked).
+    ``incremental``: walk each chain only from its last ``verified`` checkpoint on (records
+    before it were checked then; an edit to them since shows only in a full verify; the rule
+    index is checked in full mode only). ``mark_verified``: if everything holds, sign the heads
+    just verified into the checkpoint file, as the next incremental verify's starting point."""
     if keyring is None:
         keyring = Keyring.load(DEFAULT_KEY_FILE)
     if isinstance(checkpoints, Path):
         checkpoints = CheckpointFile(checkpoints)
     database = database_id(engine)
     signed = checkpoints.read(keyring, database) if checkpoints else CheckpointRead()
-    walks = _Walks(keyring, signed)
+    walks = _Walks(keyring, signed, signed.verified if incremental else {})
 
     d = decision_table.c
     columns = [d[n] for n in ("chain_id", "seq", "prev_hash", "record_hash", "key_id")]
@@ -66,8 +73,19 @@ def verify(
         if engine.dialect.name == "postgresql":  # heads, records and logs from one snapshot
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         heads = {r["chain_id"]: r for r in conn.execute(sa.select(chain_head_table)).mappings()}
+        starts = {c: a.seq for (log, c), a in walks.starts.items() if log == "decision"}
+        where = (
+            [
+                sa.or_(
+                    d.chain_id.not_in(list(starts)),
+                    *(sa.and_(d.chain_id == c, d.seq >= seq) for c, seq in starts.items()),
+                )
+            ]
+            if starts
+            else []
+        )
         rows = conn.execution_options(yield_per=batch).execute(
-            sa.select(*columns).order_by(d.chain_id, d.seq)
+            sa.select(*columns).where(*where).order_by(d.chain_id, d.seq)
         )
         records = walks.run(DECISION_SPEC, rows.mappings(), heads)
         for log, (spec, table) in LOG_TABLES.items():
@@ -76,15 +94,20 @@ def verify(
                 .mappings()
                 .first()
             )
+            start = walks.starts.get((log, log))
             rows = conn.execution_options(yield_per=batch).execute(
-                sa.select(table, sa.literal(log).label("chain_id")).order_by(table.c.seq)
+                sa.select(table, sa.literal(log).label("chain_id"))
+                .where(table.c.seq >= (1 if start is None else start.seq))
+                .order_by(table.c.seq)
             )
             walks.run(spec, rows.mappings(), {log: head} if head else {}, log_chain=log)
-    index_problem = check_rules_index(engine, batch=batch)
+    index_problem = None if incremental else check_rules_index(engine, batch=batch)
     if index_problem is not None:
         walks.add_problem(index_problem)
     warnings = _warnings(walks, signed, checkpoints, database)
     problems = [*walks.problems, *signed.problems]
+    if mark_verified and not problems and checkpoints and database and keyring.current_id:
+        checkpoints.write(keyring, database, walks.verified_heads(), kind="verified")
     return VerifyReport(
         ok=not problems,
         records=records,
@@ -93,15 +116,20 @@ def verify(
         logs=[r for r in walks.reports if r.log != "decision"],
         checkpoints=signed.lines,
         warnings=warnings,
+        mode="incremental" if incremental else "full",
     )
 
 
 class _Walks:
     """Runs the walks of one verification and gathers their reports."""
 
-    def __init__(self, keyring: Keyring, signed: CheckpointRead) -> None:
+    def __init__(
+        self, keyring: Keyring, signed: CheckpointRead, starts: dict[tuple[str, str], Anchor]
+    ) -> None:
         self.keyring = keyring
         self.signed = signed
+        self.starts = starts
+        self.heads: list[Head] = []  # the last record of every chain walked
         self.reports: list[ChainReport] = []
         self.problems: list[Problem] = []
         self.legacy = 0
@@ -114,6 +142,7 @@ class _Walks:
             self.keyring,
             self.signed.anchors.get((spec.log, chain_id)),
             legacy_needs_anchor=self.signed.adopted,
+            start=self.starts.get((spec.log, chain_id)),
         )
 
     def run(
@@ -149,11 +178,16 @@ class _Walks:
     def _close(self, walk: ChainWalk, heads: Mapping[str, Mapping[str, Any]]) -> None:
         report = walk.finish(heads.get(walk.chain_id))
         self.reports.append(report)
+        if walk.last_hash is not None:
+            self.heads.append(Head(walk.spec.log, walk.chain_id, walk.last_seq, walk.last_hash))
         self.legacy += report.legacy_records
         if report.checkpoint_seq is None and report.records > report.legacy_records:
             self.unanchored_keyed += 1
         if walk.problem is not None:
             self.problems.append(walk.problem)
+
+    def verified_heads(self) -> list[Head]:
+        return self.heads
 
     def add_problem(self, problem: Problem) -> None:
         if any((p.log, p.chain_id) == (problem.log, problem.chain_id) for p in self.problems):

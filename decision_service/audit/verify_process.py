@@ -25,6 +25,7 @@ class _Job(msgspec.Struct):
     database_url: str
     key_file: str
     checkpoint_file: str | None = None
+    incremental: bool = False
 
 
 class VerifyFailed(Exception):
@@ -32,12 +33,13 @@ class VerifyFailed(Exception):
 
 
 async def verify_in_child(
-    database_url: str, key_file: Path, checkpoint_file: Path | None
+    database_url: str, key_file: Path, checkpoint_file: Path | None, *, incremental: bool = False
 ) -> VerifyReport:
     job = _Job(
         database_url,
         str(key_file.absolute()),
         None if checkpoint_file is None else str(checkpoint_file.absolute()),
+        incremental,
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -75,6 +77,8 @@ def main() -> int:
             engine,
             Keyring.load(Path(job.key_file)),
             None if job.checkpoint_file is None else CheckpointFile(Path(job.checkpoint_file)),
+            incremental=job.incremental,
+            mark_verified=True,
         )
     finally:
         engine.dispose()

@@ -94,5 +94,52 @@ async def test_verification_runs_in_a_child_and_concurrent_calls_share_it(
     assert store._verifying is not None  # one child for the four callers
     reports = await asyncio.gather(*running)
     assert all(r is reports[0] for r in reports)
-    assert reports[0] == store.verify_sync()
     assert reports[0].ok and reports[0].records == 5
+    # the child signed what it verified: the next verify holds the chain to it
+    assert store.verify_sync().chains[0].checkpoint_seq == 5
+
+
+async def test_an_incremental_verify_starts_at_the_last_verify_that_passed(
+    store: AuditStore, raw, keyring, checkpoints
+) -> None:
+    await asyncio.gather(*(store.append(sample_request(), sample_decision()) for _ in range(10)))
+    first = verify(raw, keyring, checkpoints, mark_verified=True)
+    assert first.ok and first.mode == "full" and first.records == 10
+    await asyncio.gather(*(store.append(sample_request(), sample_decision()) for _ in range(5)))
+    again = verify(raw, keyring, checkpoints, incremental=True)
+    assert again.ok, again.problems
+    assert again.mode == "incremental"
+    assert again.records == 6  # the verified head (seq 10) again, then seq 11..15
+    with raw.begin() as conn:  # an edit after the verified point is seen...
+        conn.execute(
+            sa.text("UPDATE decision SET request_json = request_json || ' ' WHERE seq = 12")
+        )
+    (problem,) = verify(raw, keyring, checkpoints, incremental=True).problems
+    assert (problem.seq, problem.kind) == (12, "edited")
+    with raw.begin() as conn:  # ...one before it only by a full verify
+        conn.execute(
+            sa.text("UPDATE decision SET request_json = request_json || ' ' WHERE seq = 3")
+        )
+    full = verify(raw, keyring, checkpoints)
+    assert [(p.seq, p.kind) for p in full.problems] == [(3, "edited")]
+
+
+async def test_an_incremental_verify_sees_a_tail_cut_below_its_start(
+    store: AuditStore, raw, keyring, checkpoints
+) -> None:
+    await asyncio.gather(*(store.append(sample_request(), sample_decision()) for _ in range(8)))
+    assert verify(raw, keyring, checkpoints, mark_verified=True).ok
+    with raw.begin() as conn:
+        conn.execute(
+            sa.text(
+                "DELETE FROM decision_rule WHERE decision_id IN "
+                "(SELECT decision_id FROM decision WHERE seq > 5)"
+            )
+        )
+        conn.execute(sa.text("DELETE FROM decision WHERE seq > 5"))
+        last = conn.execute(sa.text("SELECT record_hash FROM decision WHERE seq = 5")).scalar()
+        conn.execute(sa.text("UPDATE chain_head SET last_seq = 5, last_hash = :h"), {"h": last})
+    (problem,) = verify(raw, keyring, checkpoints, incremental=True).problems
+    assert (problem.chain_id, problem.seq, problem.kind) == (store.chain_id, 8, "tail_deleted")
+    (problem,) = verify(raw, keyring, checkpoints).problems  # the full walk says where it ends
+    assert (problem.seq, problem.kind) == (6, "tail_deleted")
