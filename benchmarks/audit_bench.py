@@ -68,7 +68,7 @@ async def run(url: str, n: int, clients: int, max_batch: int, synchronous: str) 
     }
 
 
-def hash_cost(n: int = 20000, rounds: int = 7) -> dict[str, float]:
+def hash_cost(n: int = 20000, rounds: int = 15) -> dict[str, float]:
     """Median µs per record of what the writer thread computes per record for the chain."""
     rows = []
     for _ in range(200):
@@ -87,15 +87,20 @@ def hash_cost(n: int = 20000, rounds: int = 7) -> dict[str, float]:
         for i in range(n):
             prev = record_mac(KEYRING, "c" * 32, i + 1, prev, rows[i % 200])
 
-    out = {}
-    for label, fn in (("plain sha256 (before)", plain), ("HMAC-SHA256 (now)", keyed)):
-        times = []
-        for _ in range(rounds):
+    # alternate the two in every round: on a shared, noisy machine only same-round ratios hold
+    plain_us: list[float] = []
+    keyed_us: list[float] = []
+    for _ in range(rounds):
+        for fn, times in ((plain, plain_us), (keyed, keyed_us)):
             t0 = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t0) / n * 1e6)
-        out[label] = round(statistics.median(times), 2)
-    return out
+    ratios = [k / p for p, k in zip(plain_us, keyed_us, strict=True)]
+    return {
+        "plain sha256 (before)": round(statistics.median(plain_us), 2),
+        "HMAC-SHA256 (now)": round(statistics.median(keyed_us), 2),
+        "ratio now/before": round(statistics.median(ratios), 3),
+    }
 
 
 def sqlite_url(tmp: Path, label: str) -> str:
@@ -123,7 +128,7 @@ def main() -> None:
     args = parser.parse_args()
 
     costs = hash_cost()
-    print("chain hash per record (µs, median of 7 runs of 20000):")
+    print("chain hash per record (µs, median of 15 alternating runs of 20000):")
     for label, us in costs.items():
         print(f"  {label:24} {us}")
     if args.hash_only:
