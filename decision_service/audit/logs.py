@@ -94,22 +94,49 @@ def append(
 
     ``only_if_empty``: append only as the log's first record (None if it has one already)."""
     spec, table = LOG_TABLES[log]
-    row = {"id": str(uuid_utils.uuid7()), "at": datetime.now(UTC), **values}
     with engine.begin() as conn:
         seq, prev_hash = _lock_head(conn, log, table)
         if only_if_empty and seq > 0:
             return None
-        seq += 1
-        key_id = keyring.current_id
-        assert key_id is not None
-        row |= {"seq": seq, "prev_hash": prev_hash, "key_id": key_id}
-        row["record_hash"] = keyring.mac(spec.message(key_id, log, seq, prev_hash, row), key_id)
-        conn.execute(sa.insert(table), [row])
+        if log == "change_log" and seq == 0 and values.get("action") != INIT_ACTION:
+            # whoever writes first (the CLI, say), the database's id comes first
+            seq, prev_hash = _insert(conn, keyring, spec, table, log, seq, prev_hash, _init())
+        seq, record_hash = _insert(conn, keyring, spec, table, log, seq, prev_hash, values)
         conn.execute(
             sa.update(log_head_table)
             .where(log_head_table.c.log == log)
-            .values(last_seq=seq, last_hash=row["record_hash"], updated_at=row["at"])
+            .values(last_seq=seq, last_hash=record_hash, updated_at=datetime.now(UTC))
         )
+    return seq, record_hash
+
+
+def _init() -> dict[str, Any]:
+    return {
+        "actor": "audit-store",
+        "action": INIT_ACTION,
+        "subject": uuid_utils.uuid7().hex,
+        "before": None,
+        "after": None,
+    }
+
+
+def _insert(
+    conn: sa.Connection,
+    keyring: Keyring,
+    spec: LogSpec,
+    table: sa.Table,
+    log: str,
+    seq: int,
+    prev_hash: str,
+    values: dict[str, Any],
+) -> tuple[int, str]:
+    seq += 1
+    key_id = keyring.current_id
+    assert key_id is not None
+    row = {"id": str(uuid_utils.uuid7()), "at": datetime.now(UTC), **values}
+    row |= {"seq": seq, "prev_hash": prev_hash, "key_id": key_id}
+    row["record_hash"] = keyring.mac(spec.message(key_id, log, seq, prev_hash, row), key_id)
+    conn.execute(sa.insert(table), [row])
     return seq, row["record_hash"]
 
 
@@ -141,17 +168,7 @@ class LogWriter:
 
     def init_database(self) -> str:
         """This database's id, written as change_log's first record if it has none yet."""
-        self._append(
-            "change_log",
-            {
-                "actor": "audit-store",
-                "action": INIT_ACTION,
-                "subject": uuid_utils.uuid7().hex,
-                "before": None,
-                "after": None,
-            },
-            only_if_empty=True,
-        )
+        self._append("change_log", _init(), only_if_empty=True)
         found = database_id(self.engine)
         if found is None:  # change_log has records but no audit.init: verify names it
             return "unknown"

@@ -3,11 +3,16 @@ workers start together, and can be rotated without old records failing to verify
 
 from __future__ import annotations
 
+import json
+import os
 import stat
+import subprocess
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from decision_service.audit import AuditKeyError, Keyring
 from decision_service.audit.keys import key_id_of
@@ -60,3 +65,45 @@ def test_a_missing_key_file_is_an_empty_keyring_for_verify(tmp_path: Path) -> No
     ring = Keyring.load(tmp_path / "absent.key")
     assert ring.keys == {} and ring.current_id is None
     assert not (tmp_path / "absent.key").exists()
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DECISION_")}
+    env |= {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'audit.db'}",
+        "DECISION_AUDIT_KEY_FILE": str(tmp_path / "secrets" / "audit.key"),
+        "DECISION_AUDIT_CHECKPOINT_FILE": str(tmp_path / "var" / "checkpoints.jsonl"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "decision_service", "audit", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_rotate_key_from_the_cli_is_recorded_and_verifies(tmp_path: Path) -> None:
+    assert _cli(tmp_path, "export").returncode == 0  # makes the key, records the export
+    first = Keyring.load(tmp_path / "secrets" / "audit.key").current_id
+    done = _cli(tmp_path, "rotate-key")
+    assert done.returncode == 0, done.stderr
+    ring = Keyring.load(tmp_path / "secrets" / "audit.key")
+    assert len(ring.keys) == 2 and ring.current_id in done.stdout and ring.current_id != first
+    verified = _cli(tmp_path, "verify", "--format", "json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    report = json.loads(verified.stdout)
+    assert {(c["log"], c["records"]) for c in report["logs"]} == {
+        ("access_log", 1),
+        ("change_log", 2),  # audit.init (the database's id comes first), audit.key_rotated
+    }
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'var' / 'audit.db'}")
+    with engine.connect() as conn:
+        rotated = conn.execute(
+            sa.text("SELECT actor, before, after, key_id FROM change_log WHERE seq = 2")
+        ).one()
+    engine.dispose()
+    assert rotated.actor.startswith("cli:")
+    assert (json.loads(rotated.before), json.loads(rotated.after)) == (first, ring.current_id)
+    assert rotated.key_id == ring.current_id  # the rotation itself is signed with the new key
