@@ -1,7 +1,10 @@
-"""Audit store throughput: group commit vs one commit per append, on SQLite and PostgreSQL.
+"""Audit store throughput: group commit vs one commit per append, on SQLite and PostgreSQL;
+and the writer thread's cost per record of the chain hash: plain sha256 (before the audit key)
+vs HMAC-SHA256 under the key (now).
 
     uv run python benchmarks/audit_bench.py                     # both backends, all variants
     uv run python benchmarks/audit_bench.py --backend sqlite -n 20000 -c 64
+    uv run python benchmarks/audit_bench.py --hash-only         # µs per record of the hash
 
 Closed loop like a load test: ``-c`` clients each append (and wait for the commit of) one
 decision after another. "single" is the same writer with ``max_batch=1``: one transaction per
@@ -20,15 +23,24 @@ from pathlib import Path
 
 import psycopg
 
-from decision_service.audit import AuditStore, verify
+from decision_service.audit import AuditStore, Keyring, verify
+from decision_service.audit.chain import GENESIS, record_hash, record_mac
+from decision_service.audit.records import record_columns
 from decision_service.audit.testing import sample_decision, sample_request
+
+KEYRING = Keyring.generate()  # in memory: the benchmark leaves no key file behind
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 
 
 async def run(url: str, n: int, clients: int, max_batch: int, synchronous: str) -> dict:
-    store = AuditStore.open(url, max_batch=max_batch, sqlite_synchronous=synchronous)  # type: ignore[arg-type]
+    store = AuditStore.open(
+        url,
+        max_batch=max_batch,
+        sqlite_synchronous=synchronous,  # type: ignore[arg-type]
+        keyring=KEYRING,
+    )
     await store.start()
     request = sample_request()
     latencies: list[float] = []
@@ -56,6 +68,41 @@ async def run(url: str, n: int, clients: int, max_batch: int, synchronous: str) 
     }
 
 
+def hash_cost(n: int = 20000, rounds: int = 15) -> dict[str, float]:
+    """Median µs per record of what the writer thread computes per record for the chain."""
+    rows = []
+    for _ in range(200):
+        columns, _rules = record_columns(
+            sample_request(), sample_decision(outcome="decline", rules=["DTI-REFER"]), "bench"
+        )
+        rows.append(columns | {"chain_id": "c" * 32, "key_id": KEYRING.current_id})
+
+    def plain() -> None:
+        prev = GENESIS
+        for i in range(n):
+            prev = record_hash("c" * 32, i + 1, prev, rows[i % 200])
+
+    def keyed() -> None:
+        prev = GENESIS
+        for i in range(n):
+            prev = record_mac(KEYRING, "c" * 32, i + 1, prev, rows[i % 200])
+
+    # alternate the two in every round: on a shared, noisy machine only same-round ratios hold
+    plain_us: list[float] = []
+    keyed_us: list[float] = []
+    for _ in range(rounds):
+        for fn, times in ((plain, plain_us), (keyed, keyed_us)):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) / n * 1e6)
+    ratios = [k / p for p, k in zip(plain_us, keyed_us, strict=True)]
+    return {
+        "plain sha256 (before)": round(statistics.median(plain_us), 2),
+        "HMAC-SHA256 (now)": round(statistics.median(keyed_us), 2),
+        "ratio now/before": round(statistics.median(ratios), 3),
+    }
+
+
 def sqlite_url(tmp: Path, label: str) -> str:
     return f"sqlite:///{tmp / label / 'audit.db'}"
 
@@ -77,7 +124,15 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("-n", type=int, default=5000, help="appends per variant")
     parser.add_argument("-c", type=int, default=64, help="concurrent clients")
+    parser.add_argument("--hash-only", action="store_true", help="only the hash cost per record")
     args = parser.parse_args()
+
+    costs = hash_cost()
+    print("chain hash per record (µs, median of 15 alternating runs of 20000):")
+    for label, us in costs.items():
+        print(f"  {label:24} {us}")
+    if args.hash_only:
+        return
 
     variants = []
     if args.backend in ("sqlite", "both"):
@@ -97,13 +152,13 @@ def main() -> None:
             if backend == "sqlite":
                 url = sqlite_url(Path(tmp), label)
                 result = asyncio.run(run(url, args.n, args.c, max_batch, sync))
-                ok = verify(AuditStore.open(url).reader).ok
+                ok = verify(AuditStore.open(url, keyring=KEYRING).reader, KEYRING).ok
             else:
                 name = pg_database()
                 try:
                     url = PG_URL.format(name=name)
                     result = asyncio.run(run(url, args.n, args.c, max_batch, sync))
-                    ok = verify(AuditStore.open(url).reader).ok
+                    ok = verify(AuditStore.open(url, keyring=KEYRING).reader, KEYRING).ok
                 finally:
                     drop_pg(name)
             shown = f"{backend:8} {mode:6} " + (

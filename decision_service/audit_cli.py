@@ -1,16 +1,22 @@
-"""`decision-service audit …`: verify the chains, replay decisions, export for auditors."""
+"""`decision-service audit …`: verify the chains, replay decisions, export for auditors, rotate
+the audit key. Reads of personal data (export, replay) are recorded in access_log as
+``cli:<os user>``."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 import msgspec
 
 from decision_service.audit import (
     AuditStore,
+    CheckpointFile,
     Filters,
+    Keyring,
+    VerifyReport,
     export_csv,
     export_jsonl,
     get,
@@ -19,6 +25,15 @@ from decision_service.audit import (
 )
 from decision_service.replay import Replayer, ReplayError
 from decision_service.settings import Settings
+
+
+def cli_actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no name for this uid (containers)
+        import os
+
+        return f"cli:uid-{os.getuid()}"
 
 
 def _filters(args: argparse.Namespace) -> Filters:
@@ -33,16 +48,47 @@ def _filters(args: argparse.Namespace) -> Filters:
     )
 
 
-def _verify(store: AuditStore, out: TextIO) -> int:
-    report = verify(store.reader)
-    for chain in report.chains:
-        out.write(f"chain {chain.chain_id}: {chain.records} records\n")
+def _query(args: argparse.Namespace) -> dict[str, Any]:
+    return msgspec.to_builtins(_filters(args))
+
+
+def render_report(report: VerifyReport, out: TextIO) -> None:
+    for chain in [*report.chains, *report.logs]:
+        anchor = (
+            "" if chain.checkpoint_seq is None else f", checkpoint at seq {chain.checkpoint_seq}"
+        )
+        legacy = f", {chain.legacy_records} pre-key" if chain.legacy_records else ""
+        state = "ok" if chain.ok else "BROKEN"
+        head = f"{chain.log} chain {chain.chain_id}: {chain.records} records"
+        out.write(f"{head}{legacy}{anchor}: {state}\n")
     for problem in report.problems:
-        out.write(f"BROKEN: {msgspec.json.encode(problem).decode()}\n")
+        where = problem.record_id or "-"
+        out.write(
+            f"BROKEN {problem.log} chain {problem.chain_id} seq {problem.seq} record {where}: "
+            f"{problem.kind}: {problem.detail}\n"
+        )
+    for warning in report.warnings:
+        out.write(f"warning: {warning}\n")
+    if report.mode == "incremental":
+        out.write("incremental: each chain checked from its last verified checkpoint on\n")
     out.write(
         f"{'intact' if report.ok else 'BROKEN'}: {report.records} records, "
-        f"{len(report.chains)} chains\n"
+        f"{len(report.chains)} chains, {report.checkpoints} signed checkpoints\n"
     )
+
+
+def _verify(settings: Settings, store: AuditStore, args: argparse.Namespace, out: TextIO) -> int:
+    report = verify(
+        store.reader,
+        Keyring.load(settings.audit_key_file),
+        CheckpointFile(settings.audit_checkpoint_file),
+        incremental=args.incremental,
+        mark_verified=True,
+    )
+    if args.format == "json":
+        out.write(msgspec.json.encode(report).decode() + "\n")
+    else:
+        render_report(report, out)
     return 0 if report.ok else 1
 
 
@@ -50,8 +96,10 @@ def _replay(store: AuditStore, settings: Settings, args: argparse.Namespace, out
     replayer = Replayer(settings.models_dir, store)
     if args.all:
         records = iter_records(store.reader, _filters(args))
+        query = _query(args)
     else:
         records = (get(store.reader, i) for i in args.ids)
+        query = {"decision_id": args.ids}
     total = differing = failed = 0
     try:
         for stored in records:
@@ -71,6 +119,7 @@ def _replay(store: AuditStore, settings: Settings, args: argparse.Namespace, out
                 out.write(msgspec.json.encode(result).decode() + "\n")
     finally:
         replayer.close()
+        store.record_access_sync(cli_actor(), "audit replay", query, total - failed)
     out.write(
         f"replayed {total}: {total - differing - failed} identical, {differing} "
         f"different, {failed} could not be replayed\n"
@@ -78,31 +127,65 @@ def _replay(store: AuditStore, settings: Settings, args: argparse.Namespace, out
     return 0 if differing == failed == 0 else 1
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    # The composition root's store; imported here, as the service module loads LightGBM.
-    from decision_service.service import open_store
+def _export(store: AuditStore, args: argparse.Namespace) -> int:
+    if args.format == "parquet":
+        from decision_service.audit.queries import export_parquet
 
-    store = open_store(settings)
-    try:
-        if args.audit_command == "verify":
-            return _verify(store, sys.stdout)
-        if args.audit_command == "replay":
-            return _replay(store, settings, args, sys.stdout)
-        if args.format == "parquet":
-            from decision_service.audit.queries import export_parquet
-
-            sink = args.output if args.output else sys.stdout.buffer
-            export_parquet(store.reader, _filters(args), sink)
-            return 0
-        export = export_jsonl if args.format == "jsonl" else export_csv
-        out = args.output.open("w", newline="") if args.output else sys.stdout
-        try:
-            for line in export(store.reader, _filters(args)):
-                out.write(line)
-        finally:
-            if args.output:
-                out.close()
+        sink = args.output if args.output else sys.stdout.buffer
+        returned = export_parquet(store.reader, _filters(args), sink)
+        store.record_access_sync(
+            cli_actor(), "audit export --format parquet", _query(args), returned
+        )
         return 0
+    export = export_jsonl if args.format == "jsonl" else export_csv
+    out = args.output.open("w", newline="") if args.output else sys.stdout
+    returned = 0
+    try:
+        for line in export(store.reader, _filters(args)):
+            out.write(line)
+            returned += 1
+    finally:
+        if args.output:
+            out.close()
+        if args.format == "csv":
+            returned = max(returned - 1, 0)  # the header line
+        store.record_access_sync(
+            cli_actor(), f"audit export --format {args.format}", _query(args), returned
+        )
+    return 0
+
+
+def _rotate_key(settings: Settings, store: AuditStore, out: TextIO) -> int:
+    before = store.keyring.current_id
+    rotated = store.keyring.rotate()
+    store.keyring = rotated
+    store.logs.keyring = rotated
+    store.record_change_sync(
+        cli_actor(), "audit.key_rotated", str(settings.audit_key_file), before, rotated.current_id
+    )
+    out.write(
+        f"new audit key {rotated.current_id} appended to {settings.audit_key_file}; restart the "
+        "service (worker by worker) to sign with it; keep the old keys in the file\n"
+    )
+    return 0
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    command = args.audit_command
+    keyring = (
+        Keyring.load(settings.audit_key_file)
+        if command == "verify"
+        else Keyring.load_or_create(settings.audit_key_file)
+    )
+    store = AuditStore.open(settings.database_url, keyring=keyring)
+    try:
+        if command == "verify":
+            return _verify(settings, store, args, sys.stdout)
+        if command == "replay":
+            return _replay(store, settings, args, sys.stdout)
+        if command == "rotate-key":
+            return _rotate_key(settings, store, sys.stdout)
+        return _export(store, args)
     finally:
         store.engine.dispose()
         store.reader.dispose()

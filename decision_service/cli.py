@@ -143,7 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="the audit log: verify, replay, export")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    audit_sub.add_parser("verify", help="walk the hash chains; name the first broken record")
+    verify = audit_sub.add_parser(
+        "verify", help="check every chain against the audit key and the signed checkpoints"
+    )
+    verify.add_argument("--format", choices=["text", "json"], default="text")
+    verify.add_argument(
+        "--incremental",
+        action="store_true",
+        help="check each chain only from the last verify that passed (default: everything)",
+    )
+    audit_sub.add_parser("rotate-key", help="append a new audit key (old records keep verifying)")
     replay = audit_sub.add_parser("replay", help="re-decide stored decisions; report differences")
     which = replay.add_mutually_exclusive_group(required=True)
     which.add_argument("--id", action="append", dest="ids", metavar="ID")

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from decision_service.audit import AuditStore, StoredDecision
+from decision_service.audit.consistency import disagreements, indexed_values
 from decision_service.decision import Decision
 from decision_service.pipeline import decide, versions
 from decision_service.rules.evaluation import Engine
@@ -119,6 +120,13 @@ class Replayer:
             trace_id=recorded.trace_id,
         )
         diffs = differences(msgspec.to_builtins(recorded), msgspec.to_builtins(replayed))
+        # one record, one truth: an indexed column (what filters and reports read) that says
+        # something else than the replayed decision is a difference too
+        replayed_index = indexed_values(msgspec.json.encode(replayed))
+        diffs += [
+            Difference(f"$columns.{name}", column, value)
+            for name, column, value in disagreements(msgspec.structs.asdict(stored), replayed_index)
+        ]
         return ReplayResult(
             decision_id=stored.decision_id,
             identical=not diffs,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -17,7 +17,7 @@ import structlog
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
-from decision_service.audit import AuditStore, AuditUnavailable
+from decision_service.audit import AuditStore, AuditUnavailable, CheckpointFile, Keyring
 from decision_service.deciding import Deciding, KnownRulesets
 from decision_service.decision import Decision
 from decision_service.observability import configure_tracing
@@ -47,10 +47,12 @@ class Service:
     tracer: Tracer
     rulesets: KnownRulesets
     deciding: Deciding
+    _rules_seen: dict[str, Any] = field(default_factory=dict)  # for change_log's "before"
 
     async def start(self) -> None:
         await self.store.start()
         self.rulesets.remember(self.rules.active())
+        self._rules_seen = self._rules_version()
         if self.settings.rules_watch:
             self.rules.start_watching(on_result=self._log_reload)
 
@@ -59,9 +61,9 @@ class Service:
         await self.store.close()
         self.tracing.shutdown()  # flush the spans still queued for export
 
-    async def reload_rules(self) -> tuple[bool, list[str]]:
+    async def reload_rules(self, actor: str = "anonymous") -> tuple[bool, list[str]]:
         result = await asyncio.to_thread(self.rules.reload)
-        self._log_reload(result)
+        await asyncio.to_thread(self._log_reload, result, actor)
         if result.ok:
             with contextlib.suppress(AuditUnavailable):  # retried by the first decision
                 self.rulesets.remember(self.rules.active())
@@ -76,11 +78,34 @@ class Service:
         """A decision, not recorded: see ``Deciding.decide``."""
         return self.deciding.decide(app, **options)
 
-    def _log_reload(self, result: ReloadResult) -> None:
+    def _log_reload(self, result: ReloadResult, actor: str = "file-watch") -> None:
         if result.ok:
             log.info("rules_reloaded", changed=result.changed, active=self.rules_status())
         else:
             log.error("rules_rejected", errors=result.errors, active=self.rules_status())
+        self._record_reload(result, actor)
+
+    def _rules_version(self) -> dict[str, Any]:
+        snap = self.rules.active()
+        return {"name": snap.name, "version": snap.version, "sha256": snap.sha256}
+
+    def _record_reload(self, result: ReloadResult, actor: str) -> None:
+        """change_log: who reloaded the rules, from which version to which (or what failed)."""
+        before = self._rules_seen or None
+        after: dict[str, Any] = self._rules_version()
+        if not result.ok:
+            after = {**after, "rejected": result.errors[:20]}
+        try:
+            self.store.record_change_sync(
+                actor,
+                "rules.reload" if result.ok else "rules.reload_rejected",
+                str(after["name"]),
+                before,
+                after,
+            )
+        except Exception as exc:
+            log.error("change_log_write_failed", action="rules.reload", error=str(exc))
+        self._rules_seen = self._rules_version()
 
     def rules_status(self) -> dict[str, Any]:
         snap = self.rules.active()
@@ -114,6 +139,9 @@ def open_store(settings: Settings) -> AuditStore:
         settings.database_url,
         sqlite_synchronous=settings.sqlite_synchronous,
         idempotency_ttl=settings.idempotency_window,
+        keyring=Keyring.load_or_create(settings.audit_key_file),
+        checkpoints=CheckpointFile(settings.audit_checkpoint_file),
+        checkpoint_interval_s=settings.audit_checkpoint_interval_s,
     )
 
 

@@ -52,6 +52,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_body_bytes: int = 65536  # 413 above this, on every route, before the body is read
     metrics_public: bool = True  # /metrics without a key (scrapers); false: analyst/auditor
     cors_origins: str = ""  # comma-separated allowed origins; empty: no CORS headers at all
+    # The audit key (never in the database; made on first start, mode 0600) and the signed
+    # checkpoints of the chain heads, also outside the database.
+    audit_key_file: Path = Path("var/audit.key")
+    audit_checkpoint_file: Path = Path("var/checkpoints.jsonl")
+    audit_checkpoint_interval_s: float = 60.0
 
     @property
     def model_dir(self) -> Path:

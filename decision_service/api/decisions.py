@@ -1,4 +1,8 @@
-"""Auditors' endpoints: find decisions, read them exactly as stored, replay, verify the chain."""
+"""Auditors' endpoints: find decisions, read them exactly as stored, replay, verify the chain.
+
+Every read of personal data is recorded in ``access_log`` (who, route, filters, how many
+records) and committed BEFORE the data is answered: if it cannot be recorded, 503.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Response, get, post
+from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from decision_service.api.errors import error, json_response
-from decision_service.audit import Filters, InvalidCursor, StoredDecision
+from decision_service.api.actor import actor_name
+from decision_service.api.errors import error, error_body, json_response
+from decision_service.audit import AuditUnavailable, Filters, InvalidCursor, StoredDecision
 from decision_service.audit.queries import DECISION_ID_PATTERN, MAX_LIMIT
 from decision_service.replay import Replayer, ReplayError
 from decision_service.service import Service
@@ -34,9 +39,28 @@ def record_view(stored: StoredDecision) -> dict[str, Any]:
 def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
     store = service.store
 
+    async def accessed(
+        request: Request, route: str, filters: dict[str, Any], returned: int
+    ) -> Response | None:
+        """Record the read; a 503 to answer instead if it cannot be recorded."""
+        try:
+            await store.record_access(actor_name(request), route, filters, returned)
+        except AuditUnavailable as exc:
+            body = error_body(503, f"the read could not be recorded: {exc}")
+            return json_response(body, 503, headers={"retry-after": "1"})
+        return None
+
     @get("/decisions/{decision_id:str}", tags=["audit"], summary="One stored decision", opt=AUDITOR)
-    async def get_decision(decision_id: FromPath[str]) -> Response:
+    async def get_decision(request: Request, decision_id: FromPath[str]) -> Response:
         stored = await store.get(decision_id) if _is_decision_id(decision_id) else None
+        refused = await accessed(
+            request,
+            "GET /decisions/{decision_id}",
+            {"decision_id": decision_id},
+            0 if stored is None else 1,
+        )
+        if refused is not None:
+            return refused
         if stored is None:
             return error(404, f"no decision {decision_id}")
         return json_response(record_view(stored))
@@ -48,6 +72,7 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         opt=AUDITOR,
     )
     async def list_decisions(
+        request: Request,
         from_: Annotated[datetime | None, QueryParameter(name="from")] = None,
         to: FromQuery[datetime | None] = None,
         application_id: FromQuery[str | None] = None,
@@ -78,6 +103,10 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
             found = await store.page(filters, limit=limit, cursor=cursor)
         except InvalidCursor as exc:
             return error(400, str(exc))
+        query = msgspec.to_builtins(filters) | {"limit": limit, "cursor": cursor}
+        refused = await accessed(request, "GET /decisions", query, len(found.items))
+        if refused is not None:
+            return refused
         return json_response(
             {"items": [record_view(s) for s in found.items], "next_cursor": found.next_cursor}
         )
@@ -89,8 +118,16 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         summary="Re-decide with the recorded model and ruleset versions",
         opt=AUDITOR,
     )
-    async def replay(decision_id: FromPath[str]) -> Response:
+    async def replay(request: Request, decision_id: FromPath[str]) -> Response:
         stored = await store.get(decision_id) if _is_decision_id(decision_id) else None
+        refused = await accessed(
+            request,
+            "POST /decisions/{decision_id}/replay",
+            {"decision_id": decision_id},
+            0 if stored is None else 1,
+        )
+        if refused is not None:
+            return refused
         if stored is None:
             return error(404, f"no decision {decision_id}")
         try:
@@ -102,10 +139,17 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
     @get(
         "/audit/verify",
         tags=["audit"],
-        summary="Walk the hash chains; name the first break",
+        summary="Check every chain against the audit key and the signed checkpoints",
+        description="Runs in a child process at low CPU priority, one at a time per worker: "
+        "callers arriving while one runs share its report. `incremental=true` checks each "
+        "chain only from the last verify that passed.",
         opt=AUDITOR,
     )
-    async def verify() -> Response:
-        return json_response(await store.verify())
+    async def verify(incremental: FromQuery[bool] = False) -> Response:
+        try:
+            report = await store.verify(incremental=incremental)
+        except AuditUnavailable as exc:
+            return json_response(error_body(503, str(exc)), 503, headers={"retry-after": "5"})
+        return json_response(report)
 
     return [get_decision, list_decisions, replay, verify]

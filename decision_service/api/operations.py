@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Response, get, post
+from litestar import Request, Response, get, post
 
+from decision_service.api.actor import actor_name
 from decision_service.api.errors import error, json_response
 from decision_service.api.metrics import Metrics
 from decision_service.service import Service
@@ -35,8 +36,8 @@ def operation_handlers(service: Service, metrics: Metrics) -> list[Any]:
         summary="Parse, compile and test the rule files; swap only if all pass",
         opt=ADMIN,
     )
-    async def reload_rules() -> Response:
-        ok, detail = await service.reload_rules()
+    async def reload_rules(request: Request) -> Response:
+        ok, detail = await service.reload_rules(actor_name(request))
         metrics.rule_reloads.labels("ok" if ok else "rejected").inc()
         if not ok:
             return error(

@@ -18,6 +18,7 @@ import msgspec
 import sqlalchemy as sa
 
 from decision_service.audit.chain import canonical_time
+from decision_service.audit.consistency import indexed_values
 from decision_service.audit.records import fired_rule_ids, parse_time, reason_codes
 from decision_service.audit.tables import decision_rule_table, decision_table, ruleset_text_table
 from decision_service.decision import Decision
@@ -263,7 +264,11 @@ CSV_COLUMNS: tuple[str, ...] = (
 def export_csv(
     engine: sa.Engine, filters: Filters | None = None, *, batch: int = 500
 ) -> Iterator[str]:
-    """A header line, then one CSV line per record (rules fired and reason codes joined by ';')."""
+    """A header line, then one CSV line per record (rules fired and reason codes joined by ';').
+
+    One source, as the JSONL export: every field the decision JSON holds is read from it, not
+    from the indexed columns (verify names a record whose columns disagree with its JSON);
+    only what the decision does not hold (code version, chain position) is a column."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
 
@@ -275,13 +280,13 @@ def export_csv(
 
     yield line(list(CSV_COLUMNS))
     for record in iter_records(engine, filters, batch=batch):
-        values = {
-            "rules_fired": ";".join(fired_rule_ids(record.decision_json)),
-            "reasons": ";".join(reason_codes(record.decision_json)),
-        }
+        values = indexed_values(record.decision_json)
+        values["decided_at"] = canonical_time(values["decided_at"])
+        values["rules_fired"] = ";".join(fired_rule_ids(record.decision_json))
+        values["reasons"] = ";".join(reason_codes(record.decision_json))
         yield line(
             [
-                values[name] if name in values else _csv_value(getattr(record, name))
+                _csv_value(values[name] if name in values else getattr(record, name))
                 for name in CSV_COLUMNS
             ]
         )

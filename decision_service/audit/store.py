@@ -36,7 +36,10 @@ import sqlalchemy as sa
 import uuid_utils
 
 from decision_service.audit import chain, fencing, idempotency, queries
+from decision_service.audit.checkpoints import CheckpointFile, Head
 from decision_service.audit.engine import SQLiteSync, is_sqlite, make_engine
+from decision_service.audit.keys import DEFAULT_KEY_FILE, Keyring
+from decision_service.audit.logs import LogWriter
 from decision_service.audit.records import record_columns
 from decision_service.audit.tables import (
     chain_head_table,
@@ -45,6 +48,7 @@ from decision_service.audit.tables import (
     decision_table,
     ruleset_text_table,
 )
+from decision_service.audit.trail import AuditTrail
 from decision_service.decision import Decision
 
 log = logging.getLogger(__name__)
@@ -131,8 +135,9 @@ def default_code_version() -> str:
         return "unknown"
 
 
-class AuditStore:
-    """The audit log of one process: appends (group commit), queries, verification."""
+class AuditStore(AuditTrail):
+    """The audit log of one process: appends (group commit), queries; who did what, signed
+    checkpoints and verification come from ``AuditTrail`` (trail.py)."""
 
     def __init__(
         self,
@@ -143,6 +148,9 @@ class AuditStore:
         chain_id: str | None = None,
         max_batch: int = 1000,
         idempotency_ttl: timedelta = timedelta(hours=24),
+        keyring: Keyring | None = None,
+        checkpoints: CheckpointFile | None = None,
+        checkpoint_interval_s: float = 60.0,
     ) -> None:
         self.engine = writer_engine
         self.reader = reader_engine or writer_engine
@@ -164,6 +172,15 @@ class AuditStore:
         self._commit_sent = False  # the current batch's COMMIT went to the database
         self._backend: tuple[int, Any] | None = None  # PostgreSQL: (pid, backend_start)
         sa.event.listen(self.engine, "commit", self._on_commit)
+        # The audit key (MACs) and the signed checkpoints outside the database.
+        self.keyring = keyring or Keyring.load_or_create(DEFAULT_KEY_FILE)
+        self.checkpoints = checkpoints
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.logs = LogWriter(self.engine, self.keyring)
+        self.database_id: str | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._checkpointed: list[Head] = []
+        self._verifying: dict[bool, asyncio.Future[chain.VerifyReport]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -178,8 +195,14 @@ class AuditStore:
         busy_timeout_ms: int = 5000,
         max_batch: int = 1000,
         idempotency_ttl: timedelta = timedelta(hours=24),
+        keyring: Keyring | None = None,
+        checkpoints: CheckpointFile | None = None,
+        checkpoint_interval_s: float = 60.0,
     ) -> AuditStore:
-        """Engines for ``database_url`` (tables created if ``create``); no writer yet."""
+        """Engines for ``database_url`` (tables created if ``create``); no writer yet.
+
+        ``keyring``: the audit keys (default: ``var/audit.key``, created if absent);
+        ``checkpoints``: where signed checkpoints go (default: none are written)."""
         writer = make_engine(
             database_url,
             writer=True,
@@ -197,6 +220,9 @@ class AuditStore:
             code_version=code_version,
             max_batch=max_batch,
             idempotency_ttl=idempotency_ttl,
+            keyring=keyring,
+            checkpoints=checkpoints,
+            checkpoint_interval_s=checkpoint_interval_s,
         )
 
     async def start(self) -> None:
@@ -207,14 +233,20 @@ class AuditStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
         self._task = asyncio.create_task(self._run(), name=f"audit-writer-{self.chain_id}")
         self._healthy = True
+        await self._start_checkpoints()
 
     async def close(self) -> None:
         """Commit what is queued, stop the writer, release the connections."""
         self._closed = True
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
         if self._task is not None and self._queue is not None:
             self._queue.put_nowait(_STOP)
             await self._task
             self._task = None
+        await self._final_checkpoint()
         if self._executor is not None:
             self._executor.submit(self._release_connection).result()
             self._executor.shutdown(wait=True)
@@ -435,14 +467,16 @@ class AuditStore:
             first_seq = seq
             rows: list[dict[str, Any]] = []
             rule_rows: list[dict[str, str]] = []
+            key_id = self.keyring.current_id
             for columns, rules in _records(batch):
                 seq += 1
                 row = columns.copy()
                 row["chain_id"] = self.chain_id
                 row["seq"] = seq
                 row["prev_hash"] = prev_hash
-                row["record_hash"] = prev_hash = chain.record_hash(
-                    self.chain_id, seq, prev_hash, row
+                row["key_id"] = key_id
+                row["record_hash"] = prev_hash = chain.record_mac(
+                    self.keyring, self.chain_id, seq, prev_hash, row
                 )
                 rows.append(row)
                 decision_id = row["decision_id"]
@@ -502,9 +536,6 @@ class AuditStore:
         return await asyncio.to_thread(
             queries.page, self.reader, filters, limit=limit, cursor=cursor
         )
-
-    async def verify(self) -> chain.VerifyReport:
-        return await asyncio.to_thread(chain.verify, self.reader)
 
     def export_jsonl(self, filters: queries.Filters | None = None) -> Iterator[str]:
         return queries.export_jsonl(self.reader, filters)

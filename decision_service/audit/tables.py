@@ -6,6 +6,12 @@
 - ``chain_head``: the last sequence number and hash of each chain, to detect a deleted tail.
 - ``idempotency_key``: a client's Idempotency-Key → the decisions it produced, written in the
   same commit as those decisions (see idempotency.py).
+- ``access_log``: every read of personal data (who, when, route, filters, how many records).
+- ``change_log``: every change to what decides (rule reloads, keys; later model switches).
+- ``log_head``: the last seq and hash of ``access_log`` and ``change_log`` (one chain each).
+
+Every chained record carries ``key_id``: the audit key its MAC was made with (NULL on
+decisions recorded before the audit key existed: plain sha256, see chain.py).
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ class DecisionRow(SQLModel, table=True):
     trace_id: str | None = None
     request_json: str = Field(sa_type=sa.Text)  # the application exactly as received
     decision_json: str = Field(sa_type=sa.Text)  # the decision exactly as answered
+    key_id: str | None = Field(default=None, max_length=16)  # NULL: plain-hashed (pre-key)
 
 
 class DecisionRuleRow(SQLModel, table=True):
@@ -106,11 +113,62 @@ class IdempotencyKeyRow(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime, index=True)  # expiry and purge
 
 
+class AccessLogRow(SQLModel, table=True):
+    """One read of personal data: by whom, when, how, and how many records it returned."""
+
+    __tablename__ = "access_log"
+
+    seq: int = Field(
+        sa_column_kwargs={"autoincrement": False}, sa_type=sa.BigInteger, primary_key=True
+    )
+    id: str = Field(max_length=36, unique=True)  # UUIDv7
+    at: datetime = Field(sa_type=UTCDateTime, index=True)
+    actor: str = Field(index=True)  # API key name, or cli:<os user>
+    route: str
+    filters: str = Field(sa_type=sa.Text)  # canonical JSON of the query
+    returned: int
+    prev_hash: str = Field(max_length=64)
+    record_hash: str = Field(max_length=64)
+    key_id: str = Field(max_length=16)
+
+
+class ChangeLogRow(SQLModel, table=True):
+    """One change to what decides or who may call: rule reload, key created/revoked, model."""
+
+    __tablename__ = "change_log"
+
+    seq: int = Field(
+        sa_column_kwargs={"autoincrement": False}, sa_type=sa.BigInteger, primary_key=True
+    )
+    id: str = Field(max_length=36, unique=True)  # UUIDv7
+    at: datetime = Field(sa_type=UTCDateTime, index=True)
+    actor: str = Field(index=True)  # API key name, file-watch, or cli:<os user>
+    action: str = Field(index=True)  # rules.reload, rules.reload_rejected, key.create, ...
+    subject: str
+    before: str | None = Field(default=None, sa_type=sa.Text)  # canonical JSON
+    after: str | None = Field(default=None, sa_type=sa.Text)  # canonical JSON
+    prev_hash: str = Field(max_length=64)
+    record_hash: str = Field(max_length=64)
+    key_id: str = Field(max_length=16)
+
+
+class LogHeadRow(SQLModel, table=True):
+    __tablename__ = "log_head"
+
+    log: str = Field(primary_key=True, max_length=32)  # access_log | change_log
+    last_seq: int = Field(sa_type=sa.BigInteger)
+    last_hash: str = Field(max_length=64)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
 decision_table: sa.Table = DecisionRow.__table__  # type: ignore[assignment]
 decision_rule_table: sa.Table = DecisionRuleRow.__table__  # type: ignore[assignment]
 ruleset_text_table: sa.Table = RulesetTextRow.__table__  # type: ignore[assignment]
 chain_head_table: sa.Table = ChainHeadRow.__table__  # type: ignore[assignment]
 idempotency_key_table: sa.Table = IdempotencyKeyRow.__table__  # type: ignore[assignment]
+access_log_table: sa.Table = AccessLogRow.__table__  # type: ignore[assignment]
+change_log_table: sa.Table = ChangeLogRow.__table__  # type: ignore[assignment]
+log_head_table: sa.Table = LogHeadRow.__table__  # type: ignore[assignment]
 
 TABLES = (
     decision_table,
@@ -119,6 +177,9 @@ TABLES = (
     chain_head_table,
     idempotency_key_table,
     api_key_table,
+    access_log_table,
+    change_log_table,
+    log_head_table,
 )
 
 
@@ -132,3 +193,21 @@ def create_tables(engine: sa.Engine) -> None:
         SQLModel.metadata.create_all(engine, tables=list(TABLES))
     except sa.exc.DBAPIError:
         SQLModel.metadata.create_all(engine, tables=list(TABLES))
+    add_key_id_column(engine)
+
+
+def add_key_id_column(engine: sa.Engine) -> None:
+    """Give a decision table made before the audit key its nullable ``key_id`` column.
+
+    Stop-gap until the Alembic migrations own schema changes (their migration does the same).
+    """
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("decision")}
+    if "key_id" in columns:
+        return
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE decision ADD COLUMN key_id VARCHAR(16)"))
+    except sa.exc.DBAPIError:  # another worker added it first
+        columns = {c["name"] for c in sa.inspect(engine).get_columns("decision")}
+        if "key_id" not in columns:
+            raise

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from decision_service.audit import AuditStore, make_engine
+from decision_service.audit import AuditStore, CheckpointFile, Keyring, make_engine
 
 PG_URL = os.environ.get(
     "AUDIT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -95,9 +95,36 @@ def postgres_database(request: pytest.FixtureRequest) -> Iterator[Database]:
         yield db
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path) -> Iterator[None]:
+    """Each test runs in its own directory: ./var/audit.key and checkpoints stay there.
+    (Not monkeypatch.chdir: tests undo their monkeypatches midway.)"""
+    before = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 @pytest.fixture
-async def store(database: Database) -> AsyncIterator[AuditStore]:
-    audit = AuditStore.open(database.url, code_version="test+0000000")
+def keyring(tmp_path: Path) -> Keyring:
+    """The audit key file the store writes with (also the default one, ./var/audit.key)."""
+    return Keyring.load_or_create(tmp_path / "var" / "audit.key")
+
+
+@pytest.fixture
+def checkpoints(tmp_path: Path) -> CheckpointFile:
+    return CheckpointFile(tmp_path / "var" / "checkpoints.jsonl")
+
+
+@pytest.fixture
+async def store(
+    database: Database, keyring: Keyring, checkpoints: CheckpointFile
+) -> AsyncIterator[AuditStore]:
+    audit = AuditStore.open(
+        database.url, code_version="test+0000000", keyring=keyring, checkpoints=checkpoints
+    )
     await audit.start()
     try:
         yield audit
