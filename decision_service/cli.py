@@ -49,7 +49,14 @@ def _serve(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from decision_service.training.train import main
 
-    return main(Path(args.models), args.version, args.data, args.examples)
+    return main(
+        Path(args.models),
+        args.version,
+        args.data,
+        args.examples,
+        force=args.force,
+        feature_set=args.features,
+    )
 
 
 def _rules_check(args: argparse.Namespace) -> int:
@@ -88,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("benchmarks/data/applications.jsonl"),
         help="where to write the held-out applications (request format)",
+    )
+    train.add_argument(
+        "--features",
+        default=None,
+        help="feature set (all, fair-age-monotone, fair-age-dropped); default: the version's",
+    )
+    train.add_argument(
+        "--force", action="store_true", help="replace an existing version (never for releases)"
     )
     train.set_defaults(func=_train)
 
