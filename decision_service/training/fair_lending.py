@@ -10,6 +10,7 @@ MIN_GROUP_SIZE are reported but flagged: one applicant more or less moves their 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -45,19 +46,33 @@ GROUPINGS: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
+def two_proportion_p_value(n1: int, a1: int, n2: int, a2: int) -> float:
+    """Two-sided p-value of the z-test that two approval rates are equal (pooled)."""
+    if not n1 or not n2:
+        return 1.0
+    pooled = (a1 + a2) / (n1 + n2)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return 1.0
+    z = abs(a1 / n1 - a2 / n2) / se
+    return math.erfc(z / math.sqrt(2))
+
+
 def adverse_impact(groups: dict[str, tuple[int, int]]) -> list[dict[str, Any]]:
     """Per group (applications, approved) → rates and ratios to the most-approved group.
 
     The reference group is the most-approved one among groups of at least MIN_GROUP_SIZE (a
-    tiny group with a lucky rate would otherwise make every other group look disfavoured)."""
+    tiny group with a lucky rate would otherwise make every other group look disfavoured).
+    `p_value` says whether the gap to the reference could be chance (practical significance
+    is the ratio, statistical significance the p-value: reviewers weigh both)."""
     rates = {g: (a / n if n else 0.0) for g, (n, a) in groups.items()}
-    sized = [rates[g] for g, (n, _) in groups.items() if n >= MIN_GROUP_SIZE] or list(
-        rates.values()
-    )
-    best = max(sized) if sized else 0.0
+    sized = [g for g, (n, _) in groups.items() if n >= MIN_GROUP_SIZE] or list(groups)
+    reference = max(sized, key=lambda g: rates[g]) if sized else None
+    best = rates[reference] if reference is not None else 0.0
     rows = []
     for g, (n, approved) in groups.items():
         ratio = rates[g] / best if best > 0 else 1.0
+        ref_n, ref_a = groups[reference] if reference is not None else (0, 0)
         rows.append(
             {
                 "group": g,
@@ -66,6 +81,7 @@ def adverse_impact(groups: dict[str, tuple[int, int]]) -> list[dict[str, Any]]:
                 "approval_rate": round(rates[g], 6),
                 "adverse_impact_ratio": round(ratio, 6),
                 "below_four_fifths": ratio < FOUR_FIFTHS,
+                "p_value": round(two_proportion_p_value(n, approved, ref_n, ref_a), 6),
                 "small_sample": n < MIN_GROUP_SIZE,
             }
         )

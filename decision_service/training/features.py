@@ -180,7 +180,8 @@ FEATURE_SETS: dict[str, FeatureSet] = {
     ),
 }
 # The feature set each released version was trained on (`train --version` picks it).
-VERSION_FEATURE_SETS: dict[str, str] = {"1.0.0": "all", "1.1.0": "fair-age-monotone"}
+# 1.1.0: age dropped rather than constrained; see models/underwriting/1.1.0/CHOICE.md.
+VERSION_FEATURE_SETS: dict[str, str] = {"1.0.0": "all", "1.1.0": "fair-age-dropped"}
 
 # Columns of modeldata/credit_data → application fields. `Status` is the target.
 SOURCE_COLUMNS = {
