@@ -1,4 +1,4 @@
-"""`decision-service` command line: serve, train, rules check, audit verify/replay/export."""
+"""`decision-service` command line: serve, train, rules check, audit, models, drift."""
 
 from __future__ import annotations
 
@@ -75,6 +75,12 @@ def _audit(args: argparse.Namespace) -> int:
     return audit_cli.run(args, _settings(args))
 
 
+def _models(args: argparse.Namespace) -> int:
+    from decision_service import models_cli
+
+    return models_cli.run(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="decision-service", description=__doc__)
     parser.add_argument("--config", type=Path, default=None, help="settings TOML file")
@@ -131,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model-version")
         p.add_argument("--ruleset-version")
     audit.set_defaults(func=_audit)
+
+    from decision_service.models_cli import add_parser as add_models
+
+    add_models(sub, _models)
     return parser
 
 

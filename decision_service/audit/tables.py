@@ -4,6 +4,7 @@
 - ``decision_rule``: the rules each decision fired, for the "rule fired" filter.
 - ``ruleset_text``: every ruleset version ever used, by sha256, so replay can rebuild it.
 - ``chain_head``: the last sequence number and hash of each chain, to detect a deleted tail.
+- ``model_event``: the model registry's promotions, rollbacks and retirements.
 """
 
 from __future__ import annotations
@@ -91,12 +92,40 @@ class ChainHeadRow(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class ModelEventRow(SQLModel, table=True):
+    """The model registry's log: which version serves live traffic, who changed it, when.
+
+    Append-only; the live version is the last promote/rollback's ``to_version``. ``seq`` is
+    unique per model, so two concurrent changes cannot both be recorded from the same state.
+    """
+
+    __tablename__ = "model_event"
+    __table_args__ = (sa.UniqueConstraint("model_name", "seq", name="uq_model_event_seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_name: str = Field(max_length=64)
+    seq: int
+    at: datetime = Field(sa_type=UTCDateTime)
+    action: str = Field(max_length=16)  # promote | rollback | retire
+    from_version: str | None = Field(default=None, max_length=32)
+    to_version: str = Field(max_length=32)  # retire: the version retired
+    actor: str = Field(max_length=128)
+    reason: str | None = Field(default=None, sa_type=sa.Text)
+
+
 decision_table: sa.Table = DecisionRow.__table__  # type: ignore[assignment]
 decision_rule_table: sa.Table = DecisionRuleRow.__table__  # type: ignore[assignment]
 ruleset_text_table: sa.Table = RulesetTextRow.__table__  # type: ignore[assignment]
 chain_head_table: sa.Table = ChainHeadRow.__table__  # type: ignore[assignment]
+model_event_table: sa.Table = ModelEventRow.__table__  # type: ignore[assignment]
 
-TABLES = (decision_table, decision_rule_table, ruleset_text_table, chain_head_table)
+TABLES = (
+    decision_table,
+    decision_rule_table,
+    ruleset_text_table,
+    chain_head_table,
+    model_event_table,
+)
 
 
 def create_tables(engine: sa.Engine) -> None:
