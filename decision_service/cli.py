@@ -81,6 +81,12 @@ def _models(args: argparse.Namespace) -> int:
     return models_cli.run(args, _settings(args))
 
 
+def _drift(args: argparse.Namespace) -> int:
+    from decision_service.monitoring import cli as drift_cli
+
+    return drift_cli.run(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="decision-service", description=__doc__)
     parser.add_argument("--config", type=Path, default=None, help="settings TOML file")
@@ -141,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     from decision_service.models_cli import add_parser as add_models
 
     add_models(sub, _models)
+
+    from decision_service.monitoring.cli import add_parser as add_drift
+
+    add_drift(sub, _drift)
     return parser
 
 

@@ -6,15 +6,17 @@ import argparse
 import getpass
 import os
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import msgspec
 import structlog
 from rich.console import Console
 from rich.table import Table
 
-from decision_service.scoring.registry import ModelRegistry, RegistryError
 from decision_service.settings import Settings
+
+if TYPE_CHECKING:
+    from decision_service.scoring.registry import ModelRegistry
 
 
 def add_parser(sub: Any, func: Any) -> None:
@@ -126,6 +128,8 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None)
 
 
 def _run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from decision_service.scoring.registry import ModelRegistry, RegistryError
+
     registry = ModelRegistry.from_settings(settings)
     console = Console(file=out, width=160)
     try:
