@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 import sqlalchemy as sa
@@ -32,6 +32,9 @@ from decision_service.audit.tables import create_tables, model_event_table
 from decision_service.scoring.card import ModelCardError, load_card
 from decision_service.scoring.promotion import GateResult, evaluate_gate, load_policy
 from decision_service.scoring.scorer import Scorer
+
+if TYPE_CHECKING:
+    from decision_service.settings import Settings
 
 log = structlog.get_logger("decision_service.models")
 Action = Literal["promote", "rollback", "retire"]
@@ -138,14 +141,14 @@ class ModelRegistry:
         self._active: Scorer | None = None  # loaded on first use (the CLI never needs it)
 
     @classmethod
-    def from_settings(cls, settings: object, **kwargs: object) -> ModelRegistry:
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> ModelRegistry:
         """From the service's Settings: default = the version settings resolve to."""
         return cls(
-            settings.models_dir,  # type: ignore[attr-defined]
-            settings.model_name,  # type: ignore[attr-defined]
-            settings.model_dir.name,  # type: ignore[attr-defined]
-            settings.database_url,  # type: ignore[attr-defined]
-            **kwargs,  # type: ignore[arg-type]
+            settings.models_dir,
+            settings.model_name,
+            settings.model_dir.name,
+            settings.database_url,
+            **kwargs,
         )
 
     # ---- serving ---------------------------------------------------------------------------
@@ -225,7 +228,12 @@ class ModelRegistry:
             return RegistryState.from_events(self.default_version, self._events(conn))
 
     def _append(
-        self, action: Action, to_version: str, actor: str, reason: str | None, check
+        self,
+        action: Action,
+        to_version: str,
+        actor: str,
+        reason: str | None,
+        check: Callable[[RegistryState], str | None],
     ) -> ModelEvent:
         """Check against the state read in the same transaction, then append; a concurrent
         change makes the (model, seq) insert fail instead of both succeeding."""
