@@ -1,4 +1,4 @@
-"""`decision-service` command line: serve, train, rules check, audit verify/replay/export."""
+"""`decision-service` command line: serve, train, rules check, audit, models, drift."""
 
 from __future__ import annotations
 
@@ -58,7 +58,14 @@ def _serve(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from decision_service.training.train import main
 
-    return main(Path(args.models), args.version, args.data, args.examples)
+    return main(
+        Path(args.models),
+        args.version,
+        args.data,
+        args.examples,
+        force=args.force,
+        feature_set=args.features,
+    )
 
 
 def _rules_check(args: argparse.Namespace) -> int:
@@ -105,6 +112,18 @@ def _backtest(args: argparse.Namespace) -> int:
     return run(args, _settings(args))
 
 
+def _models(args: argparse.Namespace) -> int:
+    from decision_service import models_cli
+
+    return models_cli.run(args, _settings(args))
+
+
+def _drift(args: argparse.Namespace) -> int:
+    from decision_service.monitoring import cli as drift_cli
+
+    return drift_cli.run(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="decision-service", description=__doc__)
     parser.add_argument("--config", type=Path, default=None, help="settings TOML file")
@@ -125,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("benchmarks/data/applications.jsonl"),
         help="where to write the held-out applications (request format)",
+    )
+    train.add_argument(
+        "--features",
+        default=None,
+        help="feature set (all, fair-age-monotone, fair-age-dropped); default: the version's",
+    )
+    train.add_argument(
+        "--force", action="store_true", help="replace an existing version (never for releases)"
     )
     train.set_defaults(func=_train)
 
@@ -179,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch_parser(sub).set_defaults(func=_batch)
     add_backtest_parser(sub).set_defaults(func=_backtest)
+
+    from decision_service.models_cli import add_parser as add_models
+
+    add_models(sub, _models)
+
+    from decision_service.monitoring.cli import add_parser as add_drift
+
+    add_drift(sub, _drift)
     return parser
 
 

@@ -29,7 +29,7 @@ from decision_service.settings import Settings
 
 def card_schema(card: ModelCard) -> FactSchema:
     """The facts rules may use: the card's application fields and the model's outputs."""
-    return FactSchema.from_card_features(msgspec.to_builtins(card.features))
+    return FactSchema.from_card_features(msgspec.to_builtins(card.request_fields))
 
 
 log = structlog.get_logger("decision_service.service")

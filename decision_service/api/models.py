@@ -1,0 +1,79 @@
+"""Operators' model registry endpoints: GET /models, POST /models/active (admin).
+
+Not registered in app.py yet: the app's composition root wires `model_handlers(registry)`
+(see the ModelRegistry docstring for how the live version is followed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+import msgspec
+import sqlalchemy as sa
+from litestar import Request, Response, get, post
+
+from decision_service.api.errors import error, json_response
+from decision_service.models_cli import listing
+from decision_service.scoring.registry import ModelRegistry, RegistryError
+
+
+class ActiveModelChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Body of POST /models/active."""
+
+    action: Literal["promote", "rollback"] = "promote"
+    version: str | None = None  # required to promote
+    reason: str | None = None
+
+
+def request_actor(request: Request) -> str:
+    """Who asks: the API key's name once authentication sets `scope["user"]`."""
+    user = request.scope.get("user")
+    name = getattr(user, "name", None) or (user.get("name") if isinstance(user, dict) else None)
+    return f"api:{name}" if name else "api:anonymous"
+
+
+def model_handlers(registry: ModelRegistry) -> list[Any]:
+    @get(
+        "/models",
+        tags=["models"],
+        summary="Model versions, the live one, promotion gate results and the model log",
+        opt={"roles": ["analyst", "auditor", "admin"]},
+    )
+    async def list_models() -> Response:
+        try:
+            data = await asyncio.to_thread(listing, registry)
+        except sa.exc.SQLAlchemyError:
+            return error(503, "model registry unavailable: the audit store cannot be read")
+        return json_response(data)
+
+    @post(
+        "/models/active",
+        tags=["models"],
+        status_code=200,
+        summary="Promote a version (gated) or roll back; every worker follows within seconds",
+        opt={"roles": ["admin"]},
+    )
+    async def set_active(request: Request) -> Response:
+        try:
+            change = msgspec.json.decode(await request.body(), type=ActiveModelChange)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            return error(400, f"invalid body: {exc}")
+        if change.action == "promote" and not change.version:
+            return error(400, "promote needs a version")
+        actor = request_actor(request)
+        try:
+            if change.action == "promote":
+                event = await asyncio.to_thread(
+                    registry.promote, change.version or "", actor, change.reason
+                )
+            else:
+                event = await asyncio.to_thread(registry.rollback, actor, change.reason)
+        except RegistryError as exc:
+            gate = msgspec.to_builtins(exc.gate) if exc.gate is not None else None
+            return error(exc.status, str(exc), gate=gate, live=registry.state().live)
+        except sa.exc.SQLAlchemyError:
+            return error(503, "model registry unavailable: nothing was changed", live=None)
+        return json_response({"event": event, "live": registry.state().live})
+
+    return [list_models, set_active]

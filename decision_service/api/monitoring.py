@@ -1,0 +1,66 @@
+"""GET /monitoring/drift: PSI of every feature, pd and the outcome mix over a window.
+
+Not registered in app.py yet; the composition root wires
+`drift_handlers(service.store.reader, settings.models_dir, settings.model_name,
+settings.model_dir.name, gauges)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import sqlalchemy as sa
+from litestar import Response, get
+from litestar.params import FromQuery, QueryParameter
+
+from decision_service.api.errors import error, json_response
+from decision_service.monitoring.gauges import DriftGauges
+from decision_service.monitoring.render import render_html
+from decision_service.monitoring.window import window_report
+from decision_service.scoring.card import ModelCardError
+
+
+def drift_handlers(
+    engine: sa.Engine,
+    models_dir: Path,
+    model_name: str,
+    default_version: str,
+    gauges: DriftGauges | None = None,
+) -> list[Any]:
+    @get(
+        "/monitoring/drift",
+        tags=["monitoring"],
+        summary="PSI per feature, pd and outcome mix over a window of stored decisions",
+        opt={"roles": ["analyst", "auditor", "admin"]},
+    )
+    async def drift(
+        from_: Annotated[datetime | None, QueryParameter(name="from")] = None,
+        to: FromQuery[datetime | None] = None,
+        model_version: FromQuery[str | None] = None,
+        format: FromQuery[Literal["json", "html"]] = "json",
+    ) -> Response:
+        try:
+            report = await asyncio.to_thread(
+                window_report,
+                engine,
+                models_dir,
+                model_name,
+                from_=from_,
+                to=to,
+                model_version=model_version,
+                default_version=default_version,
+            )
+        except (ModelCardError, FileNotFoundError) as exc:
+            return error(404, f"no usable model card: {exc}")
+        except sa.exc.SQLAlchemyError:
+            return error(503, "audit store unavailable: no drift report")
+        if gauges is not None and from_ is None and to is None:
+            gauges.update(report)  # the gauges follow the standing (whole-log) view only
+        if format == "html":
+            return Response(render_html(report), media_type="text/html")
+        return json_response(report)
+
+    return [drift]

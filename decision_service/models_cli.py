@@ -1,0 +1,176 @@
+"""`decision-service models list | promote VERSION | rollback | retire VERSION`."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from typing import TYPE_CHECKING, Any, TextIO
+
+import msgspec
+import structlog
+from rich.console import Console
+from rich.table import Table
+
+from decision_service.settings import Settings
+
+if TYPE_CHECKING:
+    from decision_service.scoring.registry import ModelRegistry
+
+
+def add_parser(sub: Any, func: Any) -> None:
+    models = sub.add_parser("models", help="the model registry: list, promote, rollback, retire")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    listing = models_sub.add_parser("list", help="versions, which one is live, gate results")
+    promote = models_sub.add_parser("promote", help="make VERSION live (gated)")
+    promote.add_argument("version")
+    rollback = models_sub.add_parser("rollback", help="back to the version that served before")
+    retire = models_sub.add_parser("retire", help="VERSION never serves live traffic again")
+    retire.add_argument("version")
+    for p in (listing, promote, rollback, retire):
+        p.add_argument("--format", choices=["table", "json"], default="table")
+    for p in (promote, rollback, retire):
+        p.add_argument("--actor", default=None, help="who makes the change (default: $USER)")
+        p.add_argument("--reason", default=None, help="why (kept in the model log)")
+    models.set_defaults(func=func)
+
+
+def _actor(args: argparse.Namespace) -> str:
+    if args.actor:
+        return args.actor
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:
+        return f"cli:{os.getuid()}"
+
+
+def listing(registry: ModelRegistry) -> dict[str, Any]:
+    """What `models list` and GET /models show: versions, the live one, gates, the log."""
+    state = registry.state()
+    versions = []
+    for v in registry.describe():
+        gate = registry.gate(v.version) if v.status != "invalid" else None
+        versions.append(
+            msgspec.to_builtins(v)
+            | {
+                "gate": None
+                if gate is None
+                else {
+                    "passed": gate.passed,
+                    "failed": [f"{c.name}: {c.detail}" for c in gate.failed],
+                    "warnings": gate.warnings,
+                }
+            }
+        )
+    return {
+        "model": registry.model_name,
+        "live": state.live,
+        "default": state.default,
+        "rollback_to": state.rollback_target(),
+        "retired": state.retired,
+        "versions": versions,
+        "events": msgspec.to_builtins(state.events),
+    }
+
+
+def _print_listing(data: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"model {data['model']}: live {data['live']}")
+    for col in ("version", "status", "test AUC", "features", "gate", "sha256", "created"):
+        table.add_column(col)
+    for v in data["versions"]:
+        gate = v["gate"]
+        verdict = "—" if gate is None else ("pass" if gate["passed"] else "FAIL: ")
+        if gate and not gate["passed"]:
+            verdict += "; ".join(gate["failed"])
+        style = (
+            "bold green" if v["status"] == "live" else ("dim" if v["status"] == "retired" else "")
+        )
+        table.add_row(
+            v["version"],
+            v["status"],
+            "" if v["test_auc"] is None else f"{v['test_auc']:.4f}",
+            str(v["features"] or ""),
+            verdict,
+            (v["sha256"] or "")[:12],
+            v["created"] or "",
+            style=style,
+        )
+    console.print(table)
+    if data["events"]:
+        log = Table(title="model log")
+        for col in ("seq", "at", "action", "from", "to", "actor", "reason"):
+            log.add_column(col)
+        for e in data["events"]:
+            log.add_row(
+                str(e["seq"]),
+                e["at"],
+                e["action"],
+                e["from_version"] or "",
+                e["to_version"],
+                e["actor"],
+                e["reason"] or "",
+            )
+        console.print(log)
+    else:
+        console.print(f"no registry record yet: the default version {data['default']} serves")
+
+
+def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    # Log lines to stderr: stdout is the report (and JSON that scripts parse).
+    previous = structlog.get_config()
+    structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(sys.stderr))
+    try:
+        return _run(args, settings, out)
+    finally:
+        structlog.configure(**previous)
+
+
+def _run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from decision_service.scoring.registry import ModelRegistry, RegistryError
+
+    registry = ModelRegistry.from_settings(settings)
+    console = Console(file=out, width=160)
+    try:
+        if args.models_command == "list":
+            data = listing(registry)
+            if args.format == "json":
+                out.write(msgspec.json.encode(data).decode() + "\n")
+            else:
+                _print_listing(data, console)
+            return 0
+        try:
+            if args.models_command == "promote":
+                event = registry.promote(args.version, _actor(args), args.reason)
+            elif args.models_command == "rollback":
+                event = registry.rollback(_actor(args), args.reason)
+            else:
+                event = registry.retire(args.version, _actor(args), args.reason)
+        except RegistryError as exc:
+            gate = msgspec.to_builtins(exc.gate) if exc.gate is not None else None
+            if args.format == "json":
+                body = {"ok": False, "error": str(exc), "status": exc.status, "gate": gate}
+                out.write(msgspec.json.encode(body).decode() + "\n")
+            else:
+                console.print(f"[bold red]refused[/]: {exc}")
+                for check in exc.gate.checks if exc.gate else []:
+                    mark = "[green]ok[/]" if check.ok else "[red]FAIL[/]"
+                    console.print(f"  {mark} {check.name}: {check.detail}")
+            return 1
+        if args.format == "json":
+            body = {"ok": True, "event": msgspec.to_builtins(event), "live": registry.state().live}
+            out.write(msgspec.json.encode(body).decode() + "\n")
+        else:
+            change = (
+                f"retired {event.to_version}"
+                if event.action == "retire"
+                else f"{event.action}: {event.from_version} → {event.to_version}"
+            )
+            console.print(
+                f"{change} by {event.actor}; live: [bold]{registry.state().live}[/] "
+                "(servers follow within seconds)"
+            )
+        return 0
+    finally:
+        registry.close()

@@ -1,0 +1,1 @@
+"""Monitoring of live decisions: drift of inputs, score and outcomes against the model card."""
