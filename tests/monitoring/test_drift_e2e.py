@@ -23,7 +23,12 @@ from tests.e2e.conftest import Server, start_server
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("srv")
-    srv = start_server(workdir, f"sqlite:///{workdir / 'decisions.db'}", workers=2)
+    srv = start_server(
+        workdir,
+        f"sqlite:///{workdir / 'decisions.db'}",
+        workers=2,
+        extra_env={"DECISION_RATE_LIMIT": "off"},  # drives thousands of decisions on one key
+    )
     yield srv
     srv.stop()
 
