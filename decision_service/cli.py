@@ -7,17 +7,20 @@ import os
 import sys
 from pathlib import Path
 
-from decision_service.settings import load_settings
+from decision_service import db_cli
+from decision_service.settings import SettingsError, load_settings, unknown_environment
+from decision_service.startup import StartupError, debug_requested, report
 
 
 def _settings(args: argparse.Namespace, **overrides: object):
     return load_settings(args.config, **overrides)
 
 
-# How every server of ours runs (the benchmark's bare baseline uses the same options).
+# How every server of ours runs (the benchmark's bare baseline uses the same options):
+# httptools with deadlines for incomplete requests (api/protocol.py).
 UVICORN_OPTIONS: dict[str, object] = {
     "loop": "uvloop",
-    "http": "httptools",
+    "http": "decision_service.api.protocol:DeadlineHttpToolsProtocol",
     "access_log": False,
     "log_config": None,
 }
@@ -25,6 +28,8 @@ UVICORN_OPTIONS: dict[str, object] = {
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+
+    from decision_service import startup
 
     # Workers are separate processes: they read their settings from the environment.
     for name in ("host", "port", "workers"):
@@ -34,13 +39,30 @@ def _serve(args: argparse.Namespace) -> int:
     if args.config is not None:
         os.environ["DECISION_CONFIG"] = str(args.config)
     settings = _settings(args)
+    # Model, rules and database are checked (and an empty database created) once, here,
+    # before any worker starts: a mistake is one line, not a traceback per worker.
+    for note in startup.check_all(settings):
+        print(f"decision-service: {note}", file=sys.stderr)
+    app: object = "decision_service.api.app:create_server_app"
+    try:
+        from decision_service.api.app import create_server_app
+
+        built = create_server_app(settings)  # loads the model, builds and tests the rules
+    except Exception as exc:
+        raise startup.explain(exc, settings) from exc
+    if settings.workers == 1:
+        app = built  # served as built; workers build their own from the environment
+    else:
+        del built
     uvicorn.run(
-        "decision_service.api.app:create_server_app",
-        factory=True,
+        app,  # type: ignore[arg-type]
+        factory=isinstance(app, str),
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
+        limit_concurrency=settings.max_concurrency,
         **UVICORN_OPTIONS,
     )
     return 0
@@ -66,6 +88,10 @@ def _audit(args: argparse.Namespace) -> int:
     from decision_service import audit_cli
 
     return audit_cli.run(args, _settings(args))
+
+
+def _db(args: argparse.Namespace) -> int:
+    return db_cli.run(args, _settings(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,12 +142,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model-version")
         p.add_argument("--ruleset-version")
     audit.set_defaults(func=_audit)
+
+    db_cli.add_parser(sub)
+    sub.choices["db"].set_defaults(func=_db)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    for warning in unknown_environment():
+        print(f"decision-service: {warning}", file=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except (StartupError, SettingsError) as exc:
+        return report(exc, debug=debug_requested())
+    except Exception as exc:  # anything else at start: still one line (debug: the traceback)
+        if args.func is not _serve:
+            raise
+        return report(exc, debug=debug_requested())
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@
 - ``decision_rule``: the rules each decision fired, for the "rule fired" filter.
 - ``ruleset_text``: every ruleset version ever used, by sha256, so replay can rebuild it.
 - ``chain_head``: the last sequence number and hash of each chain, to detect a deleted tail.
+- ``writer_heartbeat``: each writer's last write probe (readiness), outside every chain.
+
+The schema changes only through migrations (decision_service/audit/migrations): a table added to
+``TABLES`` without one fails tests/audit/test_migrations.py.
 """
 
 from __future__ import annotations
@@ -91,21 +95,31 @@ class ChainHeadRow(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class WriterHeartbeatRow(SQLModel, table=True):
+    __tablename__ = "writer_heartbeat"
+
+    chain_id: str = Field(primary_key=True, max_length=32)
+    beat_at: datetime = Field(sa_type=UTCDateTime)
+
+
 decision_table: sa.Table = DecisionRow.__table__  # type: ignore[assignment]
 decision_rule_table: sa.Table = DecisionRuleRow.__table__  # type: ignore[assignment]
 ruleset_text_table: sa.Table = RulesetTextRow.__table__  # type: ignore[assignment]
 chain_head_table: sa.Table = ChainHeadRow.__table__  # type: ignore[assignment]
+writer_heartbeat_table: sa.Table = WriterHeartbeatRow.__table__  # type: ignore[assignment]
 
-TABLES = (decision_table, decision_rule_table, ruleset_text_table, chain_head_table)
+TABLES = (
+    decision_table,
+    decision_rule_table,
+    ruleset_text_table,
+    chain_head_table,
+    writer_heartbeat_table,
+)
 
 
 def create_tables(engine: sa.Engine) -> None:
-    """Create the audit tables if absent (only ours, not every SQLModel table in the process).
+    """Bring the database to the code's schema: migrations to head (creating an empty database,
+    adopting one made by release 0.1.0). Safe when several workers start at once."""
+    from decision_service.audit.migrations import upgrade
 
-    Several workers may start at once: if another one created a table between our check and
-    our CREATE, the second attempt finds everything in place.
-    """
-    try:
-        SQLModel.metadata.create_all(engine, tables=list(TABLES))
-    except sa.exc.DBAPIError:
-        SQLModel.metadata.create_all(engine, tables=list(TABLES))
+    upgrade(engine)
