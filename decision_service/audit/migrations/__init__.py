@@ -12,6 +12,7 @@ together migrate once. Pass the writer engine (``make_engine(url, writer=True)``
 
 from __future__ import annotations
 
+import logging
 import re
 import tempfile
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 HERE = Path(__file__).parent
+logging.getLogger("alembic").setLevel(logging.WARNING)  # no "Context impl …" lines per start
 ADOPTED = "0001"  # the revision whose schema release 0.1.0 created without Alembic
 _LOCK_KEY = 0x6465636973696F6E  # "decision": the advisory lock every migration takes
 
