@@ -41,8 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     # Model, rules and database are checked (and an empty database created) once, here,
     # before any worker starts: a mistake is one line, not a traceback per worker.
-    for note in startup.check_all(settings):
-        print(f"decision-service: {note}", file=sys.stderr)
+    notes = startup.check_all(settings)
     app: object = "decision_service.api.app:create_server_app"
     try:
         from decision_service.api.app import create_server_app
@@ -50,6 +49,8 @@ def _serve(args: argparse.Namespace) -> int:
         built = create_server_app(settings)  # loads the model, builds and tests the rules
     except Exception as exc:
         raise startup.explain(exc, settings) from exc
+    for note in notes:  # only once everything is known good
+        print(f"decision-service: {note}", file=sys.stderr)
     if settings.workers == 1:
         app = built  # served as built; workers build their own from the environment
     else:
