@@ -44,17 +44,16 @@ def _serve(args: argparse.Namespace) -> int:
     notes = startup.check_all(settings)
     app: object = "decision_service.api.app:create_server_app"
     try:
-        from decision_service.api.app import create_server_app
+        if settings.workers == 1:
+            from decision_service.api.app import create_server_app
 
-        built = create_server_app(settings)  # loads the model, builds and tests the rules
+            app = create_server_app(settings)  # served as built: model, rules, store
+        else:  # workers build their own from the environment; the rules are checked here once
+            startup.check_rules_build(settings)
     except Exception as exc:
         raise startup.explain(exc, settings) from exc
     for note in notes:  # only once everything is known good
         print(f"decision-service: {note}", file=sys.stderr)
-    if settings.workers == 1:
-        app = built  # served as built; workers build their own from the environment
-    else:
-        del built
     uvicorn.run(
         app,  # type: ignore[arg-type]
         factory=isinstance(app, str),

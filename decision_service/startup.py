@@ -133,6 +133,16 @@ def check_rules(settings: Settings) -> None:
         )
 
 
+def check_rules_build(settings: Settings) -> None:
+    """Parse, compile and test the rule files as every worker will (without loading the app)."""
+    from decision_service.rules.registry import RuleRegistry
+    from decision_service.scoring.card import load_card
+    from decision_service.service import card_schema
+
+    schema = card_schema(load_card(settings.model_dir))
+    RuleRegistry(settings.rules_dir, schema, engine=settings.rules_engine).close()
+
+
 def explain(exc: Exception, settings: Settings) -> StartupError | Exception:
     """An error from building the service (model, rules, store) as one line where we know it."""
     from decision_service.rules.registry import RulesetInvalid

@@ -20,14 +20,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+
+# Quiet before alembic is imported: it logs its plugin setup (and "Context impl …") at info.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+from alembic import command  # noqa: E402
+from alembic.autogenerate import compare_metadata  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from alembic.runtime.migration import MigrationContext  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
 
 HERE = Path(__file__).parent
-logging.getLogger("alembic").setLevel(logging.WARNING)  # no "Context impl …" lines per start
 ADOPTED = "0001"  # the revision whose schema release 0.1.0 created without Alembic
 _LOCK_KEY = 0x6465636973696F6E  # "decision": the advisory lock every migration takes
 
