@@ -65,7 +65,12 @@ class Server:
 
 
 def start_server(
-    workdir: Path, database_url: str, *, workers: int = 1, extra_env: dict[str, str] | None = None
+    workdir: Path,
+    database_url: str,
+    *,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    ready_timeout: float = 60,
 ) -> Server:
     """Start the service from a copy of the repo's models/ and rules/ in `workdir`."""
     rules_dir = workdir / "rules"
@@ -90,7 +95,7 @@ def start_server(
         stderr=subprocess.STDOUT,
     )
     server = Server(f"http://127.0.0.1:{port}", database_url, rules_dir, workdir, env, process, log)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
@@ -101,7 +106,7 @@ def start_server(
             pass
         time.sleep(0.2)
     server.stop()
-    raise RuntimeError(f"server not ready in 60 s: {log.read_text()[-3000:]}")
+    raise RuntimeError(f"server not ready in {ready_timeout} s: {log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -21,6 +21,7 @@ from tests.e2e.conftest import Server, start_server
 LOAD_THREADS = 4
 MAX_PER_THREAD = 150
 KILL_AFTER = 40  # decisions answered before the kill
+START_S = 180  # N workers each import and load everything: slow on a busy CI machine
 
 
 def _descendants(pid: int) -> list[int]:
@@ -55,7 +56,7 @@ def test_kill_9_under_load_loses_no_answered_decision(
     database_url: str, workers: int, tmp_path: Path, application_lines: list[bytes]
 ) -> None:
     tag = uuid.uuid4().hex[:6]
-    server = start_server(tmp_path, database_url, workers=workers)
+    server = start_server(tmp_path, database_url, workers=workers, ready_timeout=START_S)
     answered: dict[str, str] = {}  # application_id -> decision_id, for every 200
     other: list[int | str] = []
     lock = threading.Lock()
@@ -97,7 +98,7 @@ def test_kill_9_under_load_loses_no_answered_decision(
         killed.set()
         server.stop()
 
-    restarted = start_server(tmp_path, database_url, workers=workers)
+    restarted = start_server(tmp_path, database_url, workers=workers, ready_timeout=START_S)
     try:
         with restarted.client() as c:  # and it serves again
             assert c.post("/decide", content=application_lines[0]).status_code == 200
