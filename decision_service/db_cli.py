@@ -43,7 +43,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _history(args.format, migrations.history(), migrations.head())
     if args.db_command == "revision":
         path = migrations.revision(args.message)
-        print(f"wrote {path}: review it, then run the migration tests on both backends")
+        print(
+            f"wrote {path}: review it, `uv run ruff format {path}`, then run "
+            "tests/audit/test_migrations.py (SQLite and PostgreSQL)"
+        )
         return 0
     url, label = settings.database_url, database_label(settings.database_url)
     try:

@@ -190,8 +190,9 @@ def explain_database(exc: BaseException, url: str) -> StartupError:
             f"create it (createdb {name}, or CREATE DATABASE {name}) or fix DATABASE_URL",
         )
     if "Connection refused" in text or "could not translate host name" in text:
+        why = "connection refused" if "Connection refused" in text else "unknown host"
         return StartupError(
-            f"database {label}: server not reachable ({_short(text)})",
+            f"database {label}: server not reachable ({why})",
             "is PostgreSQL running and listening there? check DATABASE_URL",
         )
     if "password authentication failed" in text or "no pg_hba.conf entry" in text:
