@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import traceback
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -227,6 +228,7 @@ def prepare_database(settings: Settings) -> str:
     try:
         status = migrations.status(engine)
         if status.state == "current":
+            _check_writable(engine, label)
             return f"database {label}: schema {status.head}"
         if status.state == "empty" or (
             status.state in ("behind", "release") and settings.db_auto_upgrade
@@ -252,6 +254,32 @@ def prepare_database(settings: Settings) -> str:
         raise explain_database(exc, url) from None
     finally:
         engine.dispose()
+
+
+class _RolledBack(Exception):
+    pass
+
+
+def _check_writable(engine: sa.Engine, label: str) -> None:
+    """A write that is rolled back: a read-only database (a failover replica, a read-only file)
+    is refused at start rather than failing in the middle of the application's start-up."""
+    from decision_service.audit.tables import writer_heartbeat_table
+
+    try:
+        with engine.begin() as conn:
+            row = {"chain_id": "start-up-check", "beat_at": datetime.now(UTC)}
+            conn.execute(sa.insert(writer_heartbeat_table), [row])
+            raise _RolledBack
+    except _RolledBack:
+        return
+    except sa.exc.SQLAlchemyError as exc:
+        text = " ".join(str(getattr(exc, "orig", exc)).split())
+        if "read-only" in text or "readonly" in text:
+            raise StartupError(
+                f"database {label} is read-only: decisions could not be recorded",
+                "point DATABASE_URL at the writable primary (or fix the file's permissions)",
+            ) from None
+        raise
 
 
 # -- the port ------------------------------------------------------------------------------

@@ -153,3 +153,29 @@ def test_database_behind_the_code_is_refused_then_upgraded(tmp_path: Path) -> No
         assert "upgraded schema" in server.log.read_text()
     finally:
         server.stop()
+
+
+@pytest.mark.postgres
+def test_read_only_postgres_database_is_refused(tmp_path: Path, postgres_available: None) -> None:
+    from tests.audit.conftest import admin_execute
+
+    name = f"ro_start_{uuid.uuid4().hex[:8]}"
+    admin_execute(f"CREATE DATABASE {name}")
+    url = sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgraded = subprocess.run(
+            [sys.executable, "-m", "decision_service", "db", "upgrade"],
+            cwd=ROOT,
+            env={k: v for k, v in os.environ.items() if not k.startswith("DECISION_")}
+            | {"DATABASE_URL": url, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert upgraded.returncode == 0, upgraded.stderr
+        admin_execute(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+        message = one_line_error(serve(workdir(tmp_path), {"DATABASE_URL": url}))
+        assert message.startswith(f"database postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+        assert "is read-only" in message
+    finally:
+        admin_execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
