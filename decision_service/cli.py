@@ -8,17 +8,20 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from decision_service.settings import load_settings
+from decision_service import db_cli
+from decision_service.settings import SettingsError, load_settings, unknown_environment
+from decision_service.startup import StartupError, debug_requested, report
 
 
 def _settings(args: argparse.Namespace, **overrides: object):
     return load_settings(args.config, **overrides)
 
 
-# How every server of ours runs (the benchmark's bare baseline uses the same options).
+# How every server of ours runs (the benchmark's bare baseline uses the same options):
+# httptools with deadlines for incomplete requests (api/protocol.py).
 UVICORN_OPTIONS: dict[str, object] = {
     "loop": "uvloop",
-    "http": "httptools",
+    "http": "decision_service.api.protocol:DeadlineHttpToolsProtocol",
     "access_log": False,
     "log_config": None,
 }
@@ -27,30 +30,40 @@ UVICORN_OPTIONS: dict[str, object] = {
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    settings = _settings(args, host=args.host, port=args.port, workers=args.workers)
-    options: dict[str, object] = {
-        "host": settings.host,
-        "port": settings.port,
-        "timeout_graceful_shutdown": 10,
-        **UVICORN_OPTIONS,
-    }
-    if settings.workers == 1:
-        # One process: the app is built here from these very settings, nothing goes through
-        # the environment.
-        from decision_service.api.app import create_server_app
+    from decision_service import startup
 
-        uvicorn.run(create_server_app(settings), **options)
-        return 0
-    # Worker processes are spawned and import the factory: they read the same sources
-    # (environment, TOML) themselves. Host, port and workers are the parent's business; only
-    # the path of a config file given on the command line has to be handed on.
-    if args.config is not None:
+    settings = _settings(args, host=args.host, port=args.port, workers=args.workers)
+    # Model, rules and database are checked (and an empty database created) once, here,
+    # before any worker starts: a mistake is one line, not a traceback per worker.
+    notes = startup.check_all(settings)
+    app: object = "decision_service.api.app:create_server_app"
+    try:
+        if settings.workers == 1:
+            # One process: the app is built here from these very settings, nothing goes
+            # through the environment.
+            from decision_service.api.app import create_server_app
+
+            app = create_server_app(settings)
+        else:  # workers build their own; the rules are checked here once
+            startup.check_rules_build(settings)
+    except Exception as exc:
+        raise startup.explain(exc, settings) from exc
+    for note in notes:  # only once everything is known good
+        print(f"decision-service: {note}", file=sys.stderr)
+    if settings.workers > 1 and args.config is not None:
+        # Spawned workers import the factory and read the same sources (environment, TOML)
+        # themselves; only a config file named on the command line has to be handed on.
         os.environ["DECISION_CONFIG"] = str(args.config)
     uvicorn.run(
-        "decision_service.api.app:create_server_app",
-        factory=True,
+        app,  # type: ignore[arg-type]
+        factory=isinstance(app, str),
+        host=settings.host,
+        port=settings.port,
         workers=settings.workers,
-        **options,
+        timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
+        limit_concurrency=settings.max_concurrency,
+        **UVICORN_OPTIONS,
     )
     return 0
 
@@ -122,6 +135,10 @@ def _drift(args: argparse.Namespace) -> int:
     from decision_service.monitoring import cli as drift_cli
 
     return drift_cli.run(args, _settings(args))
+
+
+def _db(args: argparse.Namespace) -> int:
+    return db_cli.run(args, _settings(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,12 +231,24 @@ def build_parser() -> argparse.ArgumentParser:
     from decision_service.monitoring.cli import add_parser as add_drift
 
     add_drift(sub, _drift)
+
+    db_cli.add_parser(sub)
+    sub.choices["db"].set_defaults(func=_db)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    for warning in unknown_environment():
+        print(f"decision-service: {warning}", file=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except (StartupError, SettingsError) as exc:
+        return report(exc, debug=debug_requested())
+    except Exception as exc:  # anything else at start: still one line (debug: the traceback)
+        if args.func is not _serve:
+            raise
+        return report(exc, debug=debug_requested())
 
 
 if __name__ == "__main__":

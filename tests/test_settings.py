@@ -7,7 +7,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from decision_service.settings import Settings, load_settings
+from decision_service.settings import Settings, SettingsError, load_settings, unknown_environment
 
 
 def test_defaults_run_on_a_fresh_clone() -> None:
@@ -42,3 +42,48 @@ def test_a_bad_value_is_an_error_naming_the_setting() -> None:
         load_settings(environ={"DECISION_RULES_ENGINE": "drools"})
     with pytest.raises(msgspec.ValidationError, match="workers"):
         load_settings(environ={"DECISION_WORKERS": "many"})
+
+
+def test_a_misspelt_toml_key_names_the_closest_setting(tmp_path: Path) -> None:
+    config = tmp_path / "decision.toml"
+    config.write_text('rules_engin = "compiled"\n')
+    with pytest.raises(SettingsError, match=r"unknown setting 'rules_engin'") as caught:
+        load_settings(config, environ={})
+    assert "did you mean 'rules_engine'?" in caught.value.message
+    assert caught.value.hint.startswith("valid settings: models_dir, model_name")
+
+
+def test_a_bad_value_says_where_it_came_from(tmp_path: Path) -> None:
+    config = tmp_path / "decision.toml"
+    config.write_text("workers = 0\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config, environ={})
+    assert caught.value.message.startswith(f"setting workers = 0 (from config file {config})")
+    with pytest.raises(SettingsError, match=r"from DECISION_REQUEST_BODY_TIMEOUT"):
+        load_settings(environ={"DECISION_REQUEST_BODY_TIMEOUT": "soon"})
+    with pytest.raises(SettingsError, match=r"config file .* not found"):
+        load_settings(tmp_path / "missing.toml", environ={})
+    config.write_text("workers = \n")
+    with pytest.raises(SettingsError, match="invalid TOML"):
+        load_settings(config, environ={})
+
+
+def test_unknown_decision_variables_are_named_with_the_closest_setting() -> None:
+    env = {
+        "DECISION_WORKRS": "2",
+        "DECISION_CONFIG": "x.toml",  # known, not a field
+        "DECISION_PORT": "9000",
+        "DECISION_XYZZY": "1",
+        "DATABASE_URL": "sqlite://",
+    }
+    assert unknown_environment(env) == [
+        "warning: unknown environment variable DECISION_WORKRS ignored "
+        "(did you mean DECISION_WORKERS?)",
+        "warning: unknown environment variable DECISION_XYZZY ignored",
+    ]
+
+
+def test_request_limits_have_sane_defaults() -> None:
+    s = load_settings(environ={})
+    assert (s.request_header_timeout, s.request_body_timeout, s.keep_alive_timeout) == (10, 30, 5)
+    assert s.max_concurrency == 1000 and s.db_auto_upgrade is False

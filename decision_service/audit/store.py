@@ -26,6 +26,7 @@ import contextlib
 import functools
 import importlib.metadata
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,11 +48,15 @@ from decision_service.audit.tables import (
     decision_rule_table,
     decision_table,
     ruleset_text_table,
+    writer_heartbeat_table,
 )
 from decision_service.audit.trail import AuditTrail
 from decision_service.decision import Decision
 
 log = logging.getLogger(__name__)
+
+PROBE_IDLE_S = 5.0  # readiness proves writes with a heartbeat commit after this long idle
+PROBE_TIMEOUT_S = 3.0  # a readiness check that takes longer counts as not ready
 
 
 @functools.cache
@@ -162,6 +167,7 @@ class AuditStore(AuditTrail):
         self._prev_hash = chain.GENESIS  # last committed record_hash
         self._resync = True  # read chain_head before the next batch (start, after a failure)
         self._healthy = False
+        self._batches_seen, self._proven_at = 0, 0.0  # readiness: when writes last succeeded
         self._queue: asyncio.Queue[Any] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -299,24 +305,59 @@ class AuditStore(AuditTrail):
         return await asyncio.to_thread(idempotency.lookup, self.reader, key, self.idempotency_ttl)
 
     def healthy(self) -> bool:
-        """The writer runs and its last commit (or ping) succeeded."""
+        """The writer runs and its last commit (a batch, or a readiness probe) succeeded."""
         return self._healthy and self._task is not None and not self._task.done()
 
     async def ping(self) -> bool:
-        """Readiness: can the database be reached and are the audit tables there?"""
+        """Readiness: the audit tables can be read AND written.
+
+        A read alone would say "ready" while every commit fails (disk full, read-only file or
+        failover replica). Writes are known good while batches keep committing; when the last
+        commit failed, or none happened for PROBE_IDLE_S, a probe commits one heartbeat row on
+        the writer's own thread and connection (never a decision row, never the hot path).
+        Not ready while it fails; ready again after the first commit that succeeds.
+        """
         try:
-            await asyncio.to_thread(self._ping)
+            await asyncio.wait_for(asyncio.to_thread(self._ping), PROBE_TIMEOUT_S)
+            if self._task is None or self._task.done():
+                return False
+            if self._writes_unproven():
+                loop = asyncio.get_running_loop()
+                probe = loop.run_in_executor(self._executor, self._probe)
+                await asyncio.wait_for(probe, PROBE_TIMEOUT_S)
+                self._healthy = True
         except Exception as exc:
-            log.warning("audit store ping failed: %s", exc)
+            log.warning("audit store not ready: %s", str(exc).splitlines()[0] if str(exc) else exc)
             self._healthy = False
             return False
-        self._healthy = self._task is not None and not self._task.done()
-        return True
+        return self.healthy()
+
+    def _writes_unproven(self) -> bool:
+        now = time.monotonic()
+        if self._healthy and self.stats.batches != self._batches_seen:  # committed since
+            self._batches_seen, self._proven_at = self.stats.batches, now
+        return not self._healthy or now - self._proven_at >= PROBE_IDLE_S
 
     def _ping(self) -> None:
         with self.reader.connect() as conn:
             conn.execute(sa.select(decision_table.c.decision_id).limit(1)).all()
             conn.rollback()
+
+    def _probe(self) -> None:
+        """Commit this writer's heartbeat (runs on the writer thread, between batches)."""
+        try:
+            conn = self._connection()
+            now = datetime.now(UTC)
+            hb = writer_heartbeat_table
+            with conn.begin():
+                mine = hb.c.chain_id == self.chain_id
+                moved = conn.execute(sa.update(hb).where(mine).values(beat_at=now)).rowcount
+                if not moved:
+                    conn.execute(sa.insert(hb), [{"chain_id": self.chain_id, "beat_at": now}])
+        except BaseException:
+            self._drop_connection()
+            raise
+        self._proven_at = time.monotonic()
 
     async def _run(self) -> None:
         assert self._queue is not None

@@ -13,6 +13,10 @@
 Every chained record carries ``key_id``: the audit key its MAC was made with (NULL on
 decisions recorded before the audit key existed: plain sha256, see chain.py).
 - ``model_event``: the model registry's promotions, rollbacks and retirements.
+- ``writer_heartbeat``: each writer's last write probe (readiness), outside every chain.
+
+The schema changes only through migrations (decision_service/audit/migrations): a table added to
+``TABLES`` without one fails tests/audit/test_migrations.py.
 """
 
 from __future__ import annotations
@@ -183,6 +187,13 @@ class ModelEventRow(SQLModel, table=True):
     reason: str | None = Field(default=None, sa_type=sa.Text)
 
 
+class WriterHeartbeatRow(SQLModel, table=True):
+    __tablename__ = "writer_heartbeat"
+
+    chain_id: str = Field(primary_key=True, max_length=32)
+    beat_at: datetime = Field(sa_type=UTCDateTime)
+
+
 decision_table: sa.Table = DecisionRow.__table__  # type: ignore[assignment]
 decision_rule_table: sa.Table = DecisionRuleRow.__table__  # type: ignore[assignment]
 ruleset_text_table: sa.Table = RulesetTextRow.__table__  # type: ignore[assignment]
@@ -192,6 +203,7 @@ access_log_table: sa.Table = AccessLogRow.__table__  # type: ignore[assignment]
 change_log_table: sa.Table = ChangeLogRow.__table__  # type: ignore[assignment]
 log_head_table: sa.Table = LogHeadRow.__table__  # type: ignore[assignment]
 model_event_table: sa.Table = ModelEventRow.__table__  # type: ignore[assignment]
+writer_heartbeat_table: sa.Table = WriterHeartbeatRow.__table__  # type: ignore[assignment]
 
 TABLES = (
     decision_table,
@@ -204,34 +216,13 @@ TABLES = (
     change_log_table,
     log_head_table,
     model_event_table,
+    writer_heartbeat_table,
 )
 
 
 def create_tables(engine: sa.Engine) -> None:
-    """Create the audit tables if absent (only ours, not every SQLModel table in the process).
+    """Bring the database to the code's schema: migrations to head (creating an empty database,
+    adopting one made by release 0.1.0). Safe when several workers start at once."""
+    from decision_service.audit.migrations import upgrade
 
-    Several workers may start at once: if another one created a table between our check and
-    our CREATE, the second attempt finds everything in place.
-    """
-    try:
-        SQLModel.metadata.create_all(engine, tables=list(TABLES))
-    except sa.exc.DBAPIError:
-        SQLModel.metadata.create_all(engine, tables=list(TABLES))
-    add_key_id_column(engine)
-
-
-def add_key_id_column(engine: sa.Engine) -> None:
-    """Give a decision table made before the audit key its nullable ``key_id`` column.
-
-    Stop-gap until the Alembic migrations own schema changes (their migration does the same).
-    """
-    columns = {c["name"] for c in sa.inspect(engine).get_columns("decision")}
-    if "key_id" in columns:
-        return
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text("ALTER TABLE decision ADD COLUMN key_id VARCHAR(16)"))
-    except sa.exc.DBAPIError:  # another worker added it first
-        columns = {c["name"] for c in sa.inspect(engine).get_columns("decision")}
-        if "key_id" not in columns:
-            raise
+    upgrade(engine)

@@ -115,6 +115,7 @@ def start_server(
     workers: int = 1,
     extra_env: dict[str, str] | None = None,
     admin_key: str | None = None,
+    ready_timeout: float = 180,
 ) -> Server:
     """Start the service from a copy of the repo's models/ and rules/ in `workdir`.
 
@@ -142,8 +143,8 @@ def start_server(
     )
     server = Server(f"http://127.0.0.1:{port}", database_url, rules_dir, workdir, env, process, log)
     key_file = workdir / env.get("DECISION_ADMIN_KEY_FILE", "var/admin.key")
-    # 180 s: a start is ~5 s alone, but over a minute on a shared CI machine under load.
-    deadline = time.monotonic() + 180
+    # 180 s by default: a start is ~5 s alone, but over a minute on a shared machine under load.
+    deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
@@ -157,7 +158,7 @@ def start_server(
             return server
         time.sleep(0.2)
     server.stop()
-    raise RuntimeError(f"server not ready in 180 s: {log.read_text()[-3000:]}")
+    raise RuntimeError(f"server not ready in {ready_timeout} s: {log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
