@@ -23,6 +23,7 @@ from decision_service.audit import (
     iter_records,
     verify,
 )
+from decision_service.audit.verify import SchemaBehind
 from decision_service.replay import Replayer, ReplayError
 from decision_service.settings import Settings
 
@@ -78,13 +79,17 @@ def render_report(report: VerifyReport, out: TextIO) -> None:
 
 
 def _verify(settings: Settings, store: AuditStore, args: argparse.Namespace, out: TextIO) -> int:
-    report = verify(
-        store.reader,
-        Keyring.load(settings.audit_key_file),
-        CheckpointFile(settings.audit_checkpoint_file),
-        incremental=args.incremental,
-        mark_verified=True,
-    )
+    try:
+        report = verify(
+            store.reader,
+            Keyring.load(settings.audit_key_file),
+            CheckpointFile(settings.audit_checkpoint_file),
+            incremental=args.incremental,
+            mark_verified=True,
+        )
+    except SchemaBehind as exc:
+        print(f"decision-service: {exc}", file=sys.stderr)
+        return 2
     if args.format == "json":
         out.write(msgspec.json.encode(report).decode() + "\n")
     else:
@@ -177,7 +182,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if command == "verify"
         else Keyring.load_or_create(settings.audit_key_file)
     )
-    store = AuditStore.open(settings.database_url, keyring=keyring)
+    # create=False: an audit command never migrates the database behind the operator's back
+    store = AuditStore.open(settings.database_url, keyring=keyring, create=False)
     try:
         if command == "verify":
             return _verify(settings, store, args, sys.stdout)

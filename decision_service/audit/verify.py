@@ -41,6 +41,22 @@ from decision_service.audit.tables import (
 DECISION_SPEC = dataclasses.replace(DECISIONS, check_row=consistency.describe)
 
 
+class SchemaBehind(Exception):
+    """The database is not at the code's schema: verify it after `decision-service db upgrade`
+    (which keeps every record and chain), or with the release that wrote it."""
+
+
+def require_current_schema(engine: sa.Engine) -> None:
+    from decision_service.audit import migrations  # Alembic: imported only when verifying
+
+    status = migrations.status(engine)
+    if status.state != "current":
+        raise SchemaBehind(
+            f"the audit database is {status.describe()}: run `decision-service db upgrade` "
+            "first (it keeps every record and chain), then verify"
+        )
+
+
 def verify(
     engine: sa.Engine,
     keyring: Keyring | None = None,
@@ -58,6 +74,7 @@ def verify(
     before it were checked then; an edit to them since shows only in a full verify; the rule
     index is checked in full mode only). ``mark_verified``: if everything holds, sign the heads
     just verified into the checkpoint file, as the next incremental verify's starting point."""
+    require_current_schema(engine)
     if keyring is None:
         keyring = Keyring.load(DEFAULT_KEY_FILE)
     if isinstance(checkpoints, Path):

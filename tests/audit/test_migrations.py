@@ -21,6 +21,7 @@ from decision_service.audit import tables as audit_tables
 from decision_service.audit.migrations.metadata import target_metadata
 from decision_service.audit.tables import TABLES
 from decision_service.audit.testing import sample_decision, sample_request
+from decision_service.audit.verify import SchemaBehind
 from tests.audit.conftest import Database
 from tests.conftest import ROOT
 
@@ -93,8 +94,8 @@ def test_release_0_1_0_database_upgrades_in_place(database: Database) -> None:
     make_release_database(database.url)
     engine = make_engine(database.url)
     assert migrations.status(engine).state == "release"
-    before = verify(engine)
-    assert before.ok and before.records == 60 and len(before.chains) == 2
+    with pytest.raises(SchemaBehind, match="db upgrade"):  # verify needs the code's schema
+        verify(engine)
 
     result = cli(database, "db", "upgrade")
     assert result.returncode == 0, result.stderr
@@ -145,9 +146,8 @@ def test_tables_of_no_known_schema_are_refused(database: Database) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("decision-service: error: database ")
     assert "not any known schema" in result.stderr and "Traceback" not in result.stderr
-    reader = make_engine(database.url)
-    assert verify(reader).records == 60  # untouched
-    reader.dispose()
+    with engine.connect() as conn:  # untouched
+        assert conn.execute(sa.text("SELECT count(*) FROM decision")).scalar_one() == 60
     engine.dispose()
 
 
