@@ -58,7 +58,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 def test_wrong_model_version_lists_the_versions_on_disk(tmp_path: Path) -> None:
     message = one_line_error(serve(workdir(tmp_path), {"DECISION_MODEL_VERSION": "9.9.9"}))
     assert message.startswith(
-        "model version '9.9.9' not found under models/underwriting (versions on disk: 1.0.0)"
+        "model version '9.9.9' not found under models/underwriting (versions on disk: 1.0.0, 1.1.0)"
     )
     assert "DECISION_MODEL_VERSION" in message
 
