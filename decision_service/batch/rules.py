@@ -253,7 +253,8 @@ class ColumnRules:
                     numbers[(i, key)] = _rows(self.numbers[(i, key)](env), n)
             st = self.tables.apply(si, hits, passive, numbers, n)
             tables.append(st)
-            env.update(self._derive(members, hits & ~passive, numbers, st, n))
+            active = hits[members] & ~passive[members] if st is not None else hits[members]
+            env.update(self._derive(members, active, numbers, st, n))
         active = hits & ~passive
         caps = [
             np.where(
@@ -285,7 +286,8 @@ class ColumnRules:
         n: int,
     ) -> Env:
         """The fields this stage derives: the first fired rule (firing order) with a value,
-        then the aggregates (in their trace order, which may differ per row)."""
+        then the aggregates (in their trace order, which may differ per row). `active`: the
+        members' rows of hits that take effect."""
         out: Env = {}
         rules = self.ruleset.rules
         writers: dict[str, list[str]] = {}  # field → aggregate tables deriving it
@@ -304,16 +306,16 @@ class ColumnRules:
                 col = Col("boolean", np.zeros(n, bool), np.zeros(n, bool))
             else:
                 col = Col("number", np.zeros(n), np.zeros(n, bool), np.zeros(n, bool))
-            for i in members:
+            for m, i in enumerate(members):
                 rule = rules[i]
                 if name in rule.compute:
                     c = numbers[(i, name)]
-                    take = active[i] & c.known & ~col.known
+                    take = active[m] & c.known & ~col.known
                     col.values = np.where(take, c.values, col.values)
                     col.ints = np.where(take, c.ints, col.ints)
                 elif name in rule.set:
                     lit = rule.set[name]
-                    take = active[i] & ~col.known
+                    take = active[m] & ~col.known
                     if ftype.kind == "category":
                         col.values = np.where(take, ftype.values.index(lit), col.values).astype(
                             np.int16

@@ -34,7 +34,14 @@ def distinct_patterns(matrix: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]
     if k == 0 or n == 0:
         return np.zeros(n, np.intp), [np.zeros(0, np.intp)]
     sub = matrix.T
-    if k <= 62:  # one integer per column: a fast 1-D unique
+    if k <= 16:  # one small integer per column: count them, no sort
+        key = sub @ np.left_shift(np.int64(1), np.arange(k, dtype=np.int64))
+        keys = np.flatnonzero(np.bincount(key, minlength=1 << k))
+        lookup = np.zeros(1 << k, np.intp)
+        lookup[keys] = np.arange(len(keys))
+        pattern = lookup[key]
+        members = [np.flatnonzero((int(key) >> np.arange(k)) & 1) for key in keys]
+    elif k <= 62:  # one integer per column: a fast 1-D unique
         weights = np.left_shift(np.int64(1), np.arange(k, dtype=np.int64))
         keys, pattern = np.unique(sub @ weights, return_inverse=True)
         members = [np.flatnonzero((int(key) >> np.arange(k)) & 1) for key in keys]
@@ -159,8 +166,13 @@ class TableStep:
                 record_conflict(table, conflicting, int(counts[p]))
             selections.append(self._selection(sel, rows))
         kept = np.array([s.kept for s in selections]).T  # (rows, patterns)
-        hits[rows] = kept[:, pattern]
-        passive[rows] = np.array([s.passive for s in selections]).T[:, pattern]
+        matched = np.zeros_like(kept)
+        for p, bits in enumerate(members):
+            matched[bits, p] = True
+        if not np.array_equal(kept, matched):  # some rows matched but do not fire
+            hits[rows] = kept[:, pattern]
+        if any(s.passive.any() for s in selections):
+            passive[rows] = np.array([s.passive for s in selections]).T[:, pattern]
         conflict = {}
         for tid in set().union(*(s.conflicts for s in selections)):
             conflict[tid] = np.array([tid in s.conflicts for s in selections])[pattern]

@@ -156,11 +156,12 @@ class Selection:
 
 
 _NOTHING: dict = {}
+_NO_CONFLICTS: list = []  # shared, never appended to (a fresh Selection gets its own list)
 
 
 def _unchanged(hits: list[Rule]) -> Selection:
     sel = Selection.__new__(Selection)
-    sel.hits, sel.passive, sel.aggregated, sel.conflicts = hits, _NOTHING, _NOTHING, []
+    sel.hits, sel.passive, sel.aggregated, sel.conflicts = hits, _NOTHING, _NOTHING, _NO_CONFLICTS
     return sel
 
 
