@@ -2,9 +2,11 @@
 
 A table's row becomes an ordinary `Rule` (id `TABLE/ROW`) whose condition is the conjunction of
 its cells over the input columns, built from the same expression tree as `when:`. Every engine
-(compiled, durable_rules, and any vectorised evaluator) therefore only *matches* rows; the hit
-policy is one pure step applied afterwards to the matched rows, here (`select`,
-`apply_hit_policies`), so its semantics live in one place:
+(compiled, durable_rules, and the vectorized batch path) therefore only *matches* rows; the hit
+policy is one pure step applied afterwards to the matched rows, here (`Table.select`,
+`select_stage`, `apply_hit_policies`, `aggregate` with a `Fold`), so its semantics live in one
+place (the batch path runs `select_stage` once per distinct pattern of matched rows and folds
+`aggregate` over columns):
 
 - `unique`: at most one row may match. Two or more is a policy bug: the static check reports any
   overlap with a witness; at run time the service never picks one silently — the matched rows
