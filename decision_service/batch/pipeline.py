@@ -129,12 +129,12 @@ class BatchResult:
         )
 
     def _rules_column(self) -> pa.Array:
-        hits = self.rules.hits.T  # (n, rules)
-        _, rule = np.nonzero(hits)  # row-major: each row's rules in firing order
+        """Each row's trace ids (rules, table rows, table entries), as `decision(i)` has them."""
+        names, index, present = self.rules.trace_ids()
         offsets = np.zeros(self.n + 1, np.int32)
-        np.cumsum(hits.sum(axis=1), out=offsets[1:])
-        ids = pa.array([r.id for r in self.pipeline.ruleset.rules], pa.string())
-        return pa.ListArray.from_arrays(pa.array(offsets), ids.take(pa.array(rule)))
+        np.cumsum(present.sum(axis=1), out=offsets[1:])
+        ids = pa.array(names, pa.string())
+        return pa.ListArray.from_arrays(pa.array(offsets), ids.take(pa.array(index[present])))
 
     def _reasons_column(self) -> pa.Array:
         """Rule reasons (per resolution) then model reasons, as `decision(i).reasons`."""
@@ -177,7 +177,8 @@ class _ReasonVocab:
     def __init__(self, ruleset: Ruleset, scorer: Scorer) -> None:
         codes, sources, texts = [], [], []
         self._rule_index: dict[tuple[str, str], int] = {}
-        for rule in ruleset.rules:
+        conflicts = [t.conflict for t in ruleset.tables if t.hit == "unique"]
+        for rule in (*ruleset.rules, *conflicts):
             key = (rule.code, rule.reason or "")
             if key not in self._rule_index:
                 self._rule_index[key] = len(codes)

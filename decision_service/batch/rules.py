@@ -15,14 +15,16 @@ What the fired rules *mean* (outcome, rule reasons, caps, trace entries) is not 
 `ColumnEvaluation` calls the shared functions of rules/evaluation.py, once per distinct set of
 fired outcome rules, or per row when Decision objects are built.
 
+Decision tables: their rows are rules, matched like any rule; the hit-policy step (rules/
+tables.py, the row path's own) runs after matching and before derivation, once per distinct
+pattern of matched rows (batch/tables.py). Its answer here: `hits` (in the trace), `passive`
+(traced without effect), per stage the unique tables' conflict entries and the aggregates.
+
 Extending the language: a new node is one entry in `_VALUE` or `_TRUTH` of expressions.py.
-A decision table's hit policy is a step over the stage's hit matrix (`ColumnRules.hit_steps`),
-applied after matching and before derivation, e.g. `first`: keep only the first hit row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +32,18 @@ import numpy as np
 
 from decision_service.batch.columns import Col
 from decision_service.batch.expressions import Env, truth, value
+from decision_service.batch.tables import StageTables, TableStep, distinct_patterns
 from decision_service.decision import FiredRule, Reason
-from decision_service.rules.evaluation import Evaluation, fired_entry, lowest_cap, resolve
-from decision_service.rules.language import Ruleset
+from decision_service.rules.evaluation import (
+    Evaluation,
+    aggregate_entry,
+    fired_entry,
+    lowest_cap,
+    passive_entry,
+    resolve,
+)
+from decision_service.rules.language import Rule, Ruleset
+from decision_service.rules.tables import row_value
 
 OUTCOMES = ("approve", "refer", "decline")
 OUTCOME_CODE = {o: i for i, o in enumerate(OUTCOMES)}
@@ -45,11 +56,13 @@ OUTCOME_CODE = {o: i for i, o in enumerate(OUTCOMES)}
 class ColumnEvaluation:
     """The rules' results over n rows; `evaluation(i)` is row i as the row engines give it."""
 
-    ruleset: Ruleset
+    compiled: ColumnRules
     n: int
-    hits: np.ndarray  # (rules, n) bool, rules in firing order
+    hits: np.ndarray  # (rules, n) bool: in the trace; rules in firing order
+    passive: np.ndarray  # (rules, n) bool: in the trace without effect (table rows)
     env: Env  # facts + derived fields
     numbers: dict[tuple[int, str], Col]  # (rule index, compute field | "max_amount")
+    tables: list[StageTables | None]  # per stage: the hit-policy step's result
     max_amount: np.ndarray  # float64, NaN = no cap
     pattern: np.ndarray  # row -> index into `resolutions`
     resolutions: list[tuple[str, list[Reason]]]  # per distinct set of fired outcome rules
@@ -59,46 +72,134 @@ class ColumnEvaluation:
         codes = np.array([OUTCOME_CODE[o] for o, _ in self.resolutions], dtype=np.int8)
         self.outcome = codes[self.pattern] if len(codes) else np.zeros(self.n, np.int8)
 
+    @property
+    def ruleset(self) -> Ruleset:
+        return self.compiled.ruleset
+
+    def _number(self, i: int) -> Any:
+        position = self.compiled.position
+        return lambda rule, key, env: self.numbers[(position[rule.id], key)].py(i)
+
+    def _entry(self, ri: int, i: int) -> FiredRule:
+        rule = self.ruleset.rules[ri]
+        values = {f: self.env[f].py(i) if f in self.env else None for f in rule.reads}
+        if self.passive[ri, i]:
+            table = self.ruleset.table_index.rows[rule.id][0]
+            if table.aggregate:
+                value = row_value(table, rule, {}, self._number(i))
+                return passive_entry(rule, values, True, value)
+            return passive_entry(rule, values, False)
+        computed = None
+        if rule.compute:
+            computed = {f: self.numbers[(ri, f)].py(i) for f in rule.compute}
+        cap = self.numbers[(ri, "max_amount")].py(i) if rule.max_amount is not None else None
+        return fired_entry(rule, values, computed, cap)
+
     def fired(self, i: int) -> list[FiredRule]:
         out = []
-        for ri in np.flatnonzero(self.hits[:, i]):
-            rule = self.ruleset.rules[ri]
-            values = {f: self.env[f].py(i) if f in self.env else None for f in rule.reads}
-            computed = None
-            if rule.compute:
-                computed = {f: self.numbers[(ri, f)].py(i) for f in rule.compute}
-            cap = self.numbers[(ri, "max_amount")].py(i) if rule.max_amount is not None else None
-            out.append(fired_entry(rule, values, computed, cap))
+        rules, unique_rows = self.ruleset.rules, self.compiled.unique_rows
+        for si, (lo, hi) in enumerate(self.compiled.stage_range):
+            st = self.tables[si]
+            emitted: set[str] = set()
+            for ri in lo + np.flatnonzero(self.hits[lo:hi, i]):
+                table = unique_rows.get(int(ri))
+                if table is not None and table.id not in emitted and st is not None:
+                    conflict = st.conflict.get(table.id)
+                    if conflict is not None and conflict[i]:  # before its first traced row
+                        emitted.add(table.id)
+                        out.append(fired_entry(table.conflict, {}, None, None))
+                out.append(self._entry(int(ri), i))
+            if st is not None:
+                for table, rows in st.aggregated(i):
+                    result = st.results[table.id].py(i)
+                    out.append(aggregate_entry(table, [rules[r] for r in rows], result))
         return out
 
     def evaluation(self, i: int) -> Evaluation:
         outcome, reasons = self.resolutions[self.pattern[i]]
-        derived = {}
-        for name in self.ruleset.derived:
-            v = self.env[name].py(i)
-            if v is not None:
-                derived[name] = v
         cap = self.max_amount[i]
         return Evaluation(
             outcome=outcome,  # type: ignore[arg-type]
             max_amount=None if cap != cap else self._lowest_cap(i),
-            derived=derived,
+            derived={name: self.env[name].py(i) for name in self._derived_order(i)},
             fired=self.fired(i),
             reasons=reasons,
         )
 
+    def _active(self, i: int, lo: int, hi: int) -> np.ndarray:
+        return lo + np.flatnonzero(self.hits[lo:hi, i] & ~self.passive[lo:hi, i])
+
+    def _derived_order(self, i: int) -> dict[str, None]:
+        """Row i's derived fields in the row path's order: first writer in firing order, stage
+        by stage, then the aggregates (in their trace order)."""
+        rules, order = self.ruleset.rules, {}
+        for si, (lo, hi) in enumerate(self.compiled.stage_range):
+            for ri in self._active(i, lo, hi):
+                rule = rules[ri]
+                for f in rule.compute:
+                    if f not in order and self.numbers[(int(ri), f)].known[i]:
+                        order[f] = None
+                for f in rule.set:
+                    order.setdefault(f)
+            st = self.tables[si]
+            if st is not None:
+                for table, _ in st.aggregated(i):
+                    out = table.outputs[0]
+                    if out.kind != "max_amount" and st.results[table.id].known[i]:
+                        order.setdefault(out.field)  # type: ignore[arg-type]
+        return order
+
     def _lowest_cap(self, i: int) -> Any:
         """Row i's cap as the row path holds it (`min` keeps the first of equal int/float)."""
-        caps = []
-        for ri, rule in enumerate(self.ruleset.rules):
-            if rule.max_amount is not None and self.hits[ri, i]:
-                v = self.numbers[(ri, "max_amount")].py(i)
-                if v is not None:
-                    caps.append(v)
+        caps, rules = [], self.ruleset.rules
+        for si, (lo, hi) in enumerate(self.compiled.stage_range):
+            for ri in self._active(i, lo, hi):
+                if rules[ri].max_amount is not None:
+                    v = self.numbers[(int(ri), "max_amount")].py(i)
+                    if v is not None:
+                        caps.append(v)
+            st = self.tables[si]
+            if st is not None:
+                for table, _ in st.aggregated(i):
+                    if table.outputs[0].kind == "max_amount":
+                        v = st.results[table.id].py(i)
+                        if v is not None:
+                            caps.append(v)
         return lowest_cap(caps)
 
     def derived_value(self, name: str) -> Col:
         return self.env[name]
+
+    def trace_ids(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Every row's trace ids as columns: (names, (n, slots) index into names, (n, slots)
+        present); row-major over `present` gives each row's `fired` ids in order."""
+        names: list[str] = []
+        index: list[np.ndarray] = []
+        present: list[np.ndarray] = []
+        n, rules = self.n, self.ruleset.rules
+        for si, (lo, hi) in enumerate(self.compiled.stage_range):
+            st = self.tables[si]
+            for ri in range(lo, hi):
+                table = self.compiled.conflict_before.get(ri)
+                if table is not None and st is not None:
+                    names.append(table.id)
+                    index.append(np.full(n, len(names) - 1))
+                    present.append(st.conflict.get(table.id, np.zeros(n, bool)))
+                names.append(rules[ri].id)
+                index.append(np.full(n, len(names) - 1))
+                present.append(self.hits[ri])
+            if st is not None and st.rank:
+                base = len(names)
+                tables = list(st.rank)
+                names += tables
+                slot = np.empty((n, len(tables)), np.intp)  # position → table, per row
+                for j, tid in enumerate(tables):
+                    slot[np.arange(n), st.rank[tid]] = base + j
+                index += list(slot.T)
+                present += [np.ones(n, bool)] * len(tables)
+        if not names:
+            return [], np.zeros((n, 0), np.intp), np.zeros((n, 0), bool)
+        return names, np.stack(index, axis=1), np.stack(present, axis=1)
 
 
 class ColumnRules:
@@ -107,6 +208,7 @@ class ColumnRules:
     def __init__(self, ruleset: Ruleset) -> None:
         self.ruleset = ruleset
         rules = ruleset.rules
+        self.position = {r.id: i for i, r in enumerate(rules)}
         self.conditions = [truth(r.when.node) for r in rules]
         self.numbers = {
             (i, key): value(e.node)
@@ -119,51 +221,81 @@ class ColumnRules:
         self.stage_rules = [
             [i for i, r in enumerate(rules) if r.stage == s] for s in ruleset.stages
         ]
-        # Decision-table hit policies go here: (stage index, step over that stage's hits).
-        self.hit_steps: list[tuple[int, Callable[[np.ndarray], np.ndarray]]] = []
-        self.outcome_rules = [i for i, r in enumerate(rules) if r.outcome]
-        self.cap_rules = [i for i, r in enumerate(rules) if r.max_amount is not None]
+        # rules are in firing order, so a stage is a contiguous range
+        self.stage_range = [(m[0], m[-1] + 1) if m else (0, 0) for m in self.stage_rules]
+        self.tables = TableStep(ruleset)
+        # A unique table's conflict entry goes just before its first traced row; its rows are
+        # contiguous in firing order, so the slot before its first row orders it the same.
+        unique = [t for t in ruleset.tables if t.hit == "unique"]
+        self.conflict_before = {self.position[t.rows[0].id]: t for t in unique}
+        self.unique_rows = {self.position[r.id]: t for t in unique for r in t.rows}
+        # outcome slots in firing order: (rule, rule index | None for a conflict entry)
+        self.outcome_slots: list[tuple[Rule, int | None]] = []
+        for i, r in enumerate(rules):
+            if i in self.conflict_before:
+                self.outcome_slots.append((self.conflict_before[i].conflict, None))
+            if r.outcome:
+                self.outcome_slots.append((r, i))
         self.derived_types = ruleset.derived
 
     def evaluate(self, facts: Env, n: int) -> ColumnEvaluation:
         rules = self.ruleset.rules
         env: Env = dict(facts)
         hits = np.zeros((len(rules), n), dtype=bool)
+        passive = np.zeros((len(rules), n), dtype=bool)
         numbers: dict[tuple[int, str], Col] = {}
+        tables: list[StageTables | None] = []
         for si, members in enumerate(self.stage_rules):
             for i in members:
                 hits[i] = self.conditions[i](env, False)
-            for step_stage, step in self.hit_steps:
-                if step_stage == si:
-                    hits[members] = step(hits[members])
             for i in members:
                 for key in [*rules[i].compute, *(["max_amount"] * bool(rules[i].max_amount))]:
-                    numbers[(i, key)] = self.numbers[(i, key)](env)
-            env.update(self._derive(members, hits, numbers, n))
+                    numbers[(i, key)] = _rows(self.numbers[(i, key)](env), n)
+            st = self.tables.apply(si, hits, passive, numbers, n)
+            tables.append(st)
+            active = hits[members] & ~passive[members] if st is not None else hits[members]
+            env.update(self._derive(members, active, numbers, st, n))
+        active = hits & ~passive
         caps = [
             np.where(
-                hits[i] & numbers[(i, "max_amount")].known,
+                active[i] & numbers[(i, "max_amount")].known,
                 numbers[(i, "max_amount")].values,
                 np.nan,
             )
-            for i in self.cap_rules
+            for i, r in enumerate(rules)
+            if r.max_amount is not None
         ]
+        for st in tables:
+            for tid, col in (st.results if st is not None else {}).items():
+                if self.tables.tables[tid].outputs[0].kind == "max_amount":
+                    caps.append(np.where(col.known, col.values, np.nan))
         max_amount = lowest_cap(caps, np.fmin)
         if max_amount is None:
             max_amount = np.full(n, np.nan)
-        pattern, resolutions = self._resolve(hits, n)
-
+        pattern, resolutions = self._resolve(active, tables, n)
         return ColumnEvaluation(
-            self.ruleset, n, hits, env, numbers, max_amount, pattern, resolutions
+            self, n, hits, passive, env, numbers, tables, max_amount, pattern, resolutions
         )
 
     def _derive(
-        self, members: list[int], hits: np.ndarray, numbers: dict[tuple[int, str], Col], n: int
+        self,
+        members: list[int],
+        active: np.ndarray,
+        numbers: dict[tuple[int, str], Col],
+        st: StageTables | None,
+        n: int,
     ) -> Env:
-        """The fields this stage derives: the first fired rule (firing order) with a value."""
+        """The fields this stage derives: the first fired rule (firing order) with a value,
+        then the aggregates (in their trace order, which may differ per row). `active`: the
+        members' rows of hits that take effect."""
         out: Env = {}
         rules = self.ruleset.rules
-        names = {f for i in members for f in (*rules[i].compute, *rules[i].set)}
+        writers: dict[str, list[str]] = {}  # field → aggregate tables deriving it
+        for tid in st.results if st is not None else ():
+            o = self.tables.tables[tid].outputs[0]
+            if o.kind != "max_amount":
+                writers.setdefault(o.field or "", []).append(tid)
+        names = {f for i in members for f in (*rules[i].compute, *rules[i].set)} | set(writers)
         for name in names:
             ftype = self.derived_types[name]
             if ftype.kind == "category":
@@ -174,16 +306,16 @@ class ColumnRules:
                 col = Col("boolean", np.zeros(n, bool), np.zeros(n, bool))
             else:
                 col = Col("number", np.zeros(n), np.zeros(n, bool), np.zeros(n, bool))
-            for i in members:
+            for m, i in enumerate(members):
                 rule = rules[i]
                 if name in rule.compute:
                     c = numbers[(i, name)]
-                    take = hits[i] & c.known & ~col.known
+                    take = active[m] & c.known & ~col.known
                     col.values = np.where(take, c.values, col.values)
                     col.ints = np.where(take, c.ints, col.ints)
                 elif name in rule.set:
                     lit = rule.set[name]
-                    take = hits[i] & ~col.known
+                    take = active[m] & ~col.known
                     if ftype.kind == "category":
                         col.values = np.where(take, ftype.values.index(lit), col.values).astype(
                             np.int16
@@ -195,26 +327,44 @@ class ColumnRules:
                 else:
                     continue
                 col.known = col.known | take
+            for position in range(len(st.rank) if st is not None and name in writers else 0):
+                for tid in writers[name]:
+                    c = st.results[tid]  # type: ignore[union-attr]
+                    take = (st.rank[tid] == position) & c.known & ~col.known  # type: ignore[union-attr]
+                    col.values = np.where(take, c.values, col.values)
+                    col.ints = np.where(take, c.ints, col.ints)
+                    col.known = col.known | take
             out[name] = col
         return out
 
     def _resolve(
-        self, hits: np.ndarray, n: int
+        self, active: np.ndarray, tables: list[StageTables | None], n: int
     ) -> tuple[np.ndarray, list[tuple[str, list[Reason]]]]:
-        """Outcome and rule reasons per distinct set of fired outcome rules (shared `resolve`)."""
-        rules = self.ruleset.rules
-        sub = hits[self.outcome_rules].T  # (n, outcome rules)
-        if sub.shape[1] == 0 or n == 0:
-            return np.zeros(n, np.intp), [resolve(self.ruleset, [])]
-        if sub.shape[1] <= 62:  # one integer per row: a fast 1-D unique
-            weights = np.left_shift(np.int64(1), np.arange(sub.shape[1], dtype=np.int64))
-            keys, pattern = np.unique(sub @ weights, return_inverse=True)
-            members = [np.flatnonzero((int(k) >> np.arange(sub.shape[1])) & 1) for k in keys]
-        else:
-            packed, pattern = np.unique(np.packbits(sub, axis=1), axis=0, return_inverse=True)
-            members = [np.flatnonzero(np.unpackbits(k)[: sub.shape[1]]) for k in packed]
-        resolutions = []
-        for bits in members:
-            fired = [rules[self.outcome_rules[j]] for j in bits]
-            resolutions.append(resolve(self.ruleset, fired))
-        return pattern.reshape(-1), resolutions
+        """Outcome and rule reasons per distinct set of fired outcome rules (shared `resolve`);
+        a unique table's conflict entry is one of them."""
+        conflicts: dict[str, np.ndarray] = {}
+        for st in tables:
+            if st is not None:
+                conflicts.update(st.conflict)
+        none = np.zeros(n, bool)
+        rows = [
+            active[i] if i is not None else conflicts.get(rule.id, none)
+            for rule, i in self.outcome_slots
+        ]
+        matrix = np.stack(rows) if rows else np.zeros((0, n), bool)
+        pattern, members = distinct_patterns(matrix)
+        resolutions = [
+            resolve(self.ruleset, [self.outcome_slots[j][0] for j in bits]) for bits in members
+        ]
+        return pattern, resolutions
+
+
+def _rows(col: Col, n: int) -> Col:
+    """A value over n rows (an expression of literals only gives 0-d arrays)."""
+    ints_ok = isinstance(col.ints, bool) or np.ndim(col.ints) == 1
+    if np.ndim(col.values) == 1 and np.ndim(col.known) == 1 and ints_ok:
+        return col
+    ints = col.ints if isinstance(col.ints, bool) else np.broadcast_to(col.ints, n)
+    return Col(
+        col.kind, np.broadcast_to(col.values, n), np.broadcast_to(col.known, n), ints, col.vocab
+    )

@@ -13,6 +13,7 @@ from decision_service.decision import FiredRule, Outcome, Reason
 from decision_service.rules.language import Rule, Ruleset, TestCase
 from decision_service.rules.tables import (
     CONFLICT_CODE,
+    Table,
     aggregate,
     apply_hit_policies,
     row_value,
@@ -84,6 +85,29 @@ def fired_entry(
     return FiredRule(rule.id, rule.priority, rule.when.text, values, then)
 
 
+def passive_entry(
+    rule: Rule, values: dict[str, Any], aggregated: bool, value: Any = None
+) -> FiredRule:
+    """A table row traced without effect: a row of a unique conflict, or an aggregated row
+    (with the value it contributes)."""
+    then = {**rule.then, "applied": False}
+    if aggregated:
+        then["value"] = value
+    return FiredRule(rule.id, rule.priority, rule.when.text, values, then)
+
+
+def aggregate_entry(table: Table, rows: Sequence[Rule], result: Any) -> FiredRule:
+    """An aggregate table's own trace entry: its rows and the result it sets or caps."""
+    out = table.outputs[0]
+    entry: dict[str, Any] = {"aggregate": table.aggregate, "rows": [r.id for r in rows]}
+    if out.kind == "max_amount":
+        entry["cap"] = result
+    else:
+        entry["set"] = {out.field: result}
+    when = f"collect {table.aggregate} of {len(rows)} matched rows"
+    return FiredRule(table.id, table.priority, when, {}, entry)
+
+
 def _clean(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
@@ -122,12 +146,12 @@ def run_stages(
         for rule in hits:
             if passive and rule.id in passive:
                 # traced without effect: a row of a unique conflict, or an aggregated row
-                then = {**rule.then, "applied": False}
+                values = {f: env.get(f) for f in rule.reads}
                 if passive[rule.id] == "aggregated":
                     t = tables.rows[rule.id][0]  # type: ignore[union-attr]
-                    then["value"] = row_value(t, rule, env, number)
-                values = {f: env.get(f) for f in rule.reads}
-                fired.append(FiredRule(rule.id, rule.priority, rule.when.text, values, then))
+                    fired.append(passive_entry(rule, values, True, row_value(t, rule, env, number)))
+                else:
+                    fired.append(passive_entry(rule, values, False))
                 continue
             computed: dict[str, Any] | None = None
             if rule.compute:
@@ -152,17 +176,12 @@ def run_stages(
             table = next(t for t in ruleset.tables if t.id == tid)
             result = aggregate(table, [row_value(table, r, env, number) for r in rows])
             out = table.outputs[0]
-            entry: dict[str, Any] = {"aggregate": table.aggregate, "rows": [r.id for r in rows]}
             if out.kind == "max_amount":
-                entry["cap"] = result
                 if result is not None:
                     caps.append(result)
-            else:
-                entry["set"] = {out.field: result}
-                if result is not None and out.field not in new:
-                    new[out.field] = result  # type: ignore[index]
-            when = f"collect {table.aggregate} of {len(rows)} matched rows"
-            fired.append(FiredRule(tid, table.priority, when, {}, entry))
+            elif result is not None and out.field not in new:
+                new[out.field] = result  # type: ignore[index]
+            fired.append(aggregate_entry(table, rows, result))
         derived.update(new)
         env.update(new)
     outcome, reasons = resolve(ruleset, fired_rules)

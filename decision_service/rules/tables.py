@@ -2,9 +2,11 @@
 
 A table's row becomes an ordinary `Rule` (id `TABLE/ROW`) whose condition is the conjunction of
 its cells over the input columns, built from the same expression tree as `when:`. Every engine
-(compiled, durable_rules, and any vectorised evaluator) therefore only *matches* rows; the hit
-policy is one pure step applied afterwards to the matched rows, here (`select`,
-`apply_hit_policies`), so its semantics live in one place:
+(compiled, durable_rules, and the vectorized batch path) therefore only *matches* rows; the hit
+policy is one pure step applied afterwards to the matched rows, here (`Table.select`,
+`select_stage`, `apply_hit_policies`, `aggregate` with a `Fold`), so its semantics live in one
+place (the batch path runs `select_stage` once per distinct pattern of matched rows and folds
+`aggregate` over columns):
 
 - `unique`: at most one row may match. Two or more is a policy bug: the static check reports any
   overlap with a witness; at run time the service never picks one silently — the matched rows
@@ -21,8 +23,10 @@ policy is one pure step applied afterwards to the matched rows, here (`select`,
 
 from __future__ import annotations
 
+import functools
+import operator
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,41 +128,57 @@ def conflict_count(table_id: str | None = None) -> int:
         return sum(_conflicts.values())
 
 
-def _record_conflict(table: Table, rows: list[Rule]) -> None:
+def record_conflict(table: Table, rows: Sequence[Rule], times: int = 1) -> None:
+    """Count and log a unique table's run-time conflict (`times` applications at once: batch)."""
     with _conflicts_lock:
-        _conflicts[table.id] = _conflicts.get(table.id, 0) + 1
+        _conflicts[table.id] = _conflicts.get(table.id, 0) + times
     import structlog  # only on this rare path
 
-    structlog.get_logger("decision_service.rules").error(
+    log = structlog.get_logger("decision_service.rules")
+    extra = {"applications": times} if times != 1 else {}
+    log.error(
         "unique decision table matched several rows; application referred",
         table=table.id,
         rows=[r.id for r in rows],
         code=CONFLICT_CODE,
+        **extra,
     )
 
 
 class Selection:
     """The outcome of the hit-policy step for one stage."""
 
-    __slots__ = ("aggregated", "hits", "passive")
+    __slots__ = ("aggregated", "conflicts", "hits", "passive")
 
     def __init__(self) -> None:
         self.hits: list[Rule] = []  # rules and rows that fire, in firing order
         self.passive: dict[str, str] = {}  # row id → why it is traced without effect
         self.aggregated: dict[str, list[Rule]] = {}  # aggregate table id → its matched rows
+        self.conflicts: list[tuple[Table, list[Rule]]] = []  # unique tables, matched rows
 
 
 _NOTHING: dict = {}
+_NO_CONFLICTS: list = []  # shared, never appended to (a fresh Selection gets its own list)
 
 
 def _unchanged(hits: list[Rule]) -> Selection:
     sel = Selection.__new__(Selection)
-    sel.hits, sel.passive, sel.aggregated = hits, _NOTHING, _NOTHING
+    sel.hits, sel.passive, sel.aggregated, sel.conflicts = hits, _NOTHING, _NOTHING, _NO_CONFLICTS
     return sel
 
 
 def apply_hit_policies(idx: TableIndex, stage: int, hits: list[Rule]) -> Selection:
-    """Apply each table's hit policy to the rows an engine matched (hits in firing order)."""
+    """Apply each table's hit policy to the rows an engine matched (hits in firing order);
+    a unique table's conflict is counted and logged here, once per decision."""
+    sel = select_stage(idx, stage, hits)
+    for table, rows in sel.conflicts:
+        record_conflict(table, rows)
+    return sel
+
+
+def select_stage(idx: TableIndex, stage: int, hits: list[Rule]) -> Selection:
+    """The hit-policy step itself, pure: what fires, what is traced without effect, what is
+    aggregated. The vectorized batch path calls it once per distinct pattern of matched rows."""
     rows = idx.rows
     if stage not in idx.aggregates:
         # fast path (every decision of the shipped policy): no table matched twice
@@ -194,7 +214,7 @@ def apply_hit_policies(idx: TableIndex, stage: int, hits: list[Rule]) -> Selecti
             conflicts[tid] = t
             for p in chosen:
                 sel.passive[t.rows[p].id] = "conflict"
-            _record_conflict(t, [t.rows[p] for p in chosen])
+            sel.conflicts.append((t, [t.rows[p] for p in chosen]))
         elif t.aggregate:
             sel.aggregated[tid] = [t.rows[p] for p in chosen]
             for p in chosen:
@@ -230,13 +250,32 @@ def row_value(table: Table, row: Rule, env: dict[str, Any], number: NumberEval) 
     return number(row, "max_amount", env) if row.max_amount is not None else None
 
 
-def aggregate(table: Table, values: list[Any]) -> Any:
-    """collect min|max|sum|count over the matched rows' values (unknown values are skipped)."""
+class Fold:
+    """The arithmetic of `aggregate` on one representation of values; this one: Python values,
+    None = unknown. The batch path passes one over columns (as `lowest_cap` takes `minimum`)."""
+
+    @staticmethod
+    def const(v: Any) -> Any:
+        return v
+
+    @staticmethod
+    def add(acc: Any, v: Any) -> Any:
+        """acc + v, or acc where v is unknown."""
+        return acc if v is None else acc + v
+
+    @staticmethod
+    def pick(acc: Any, v: Any, better: Callable[[Any, Any], Any]) -> Any:
+        """v where it is known and acc is not or v is strictly better (the first of equals
+        stays, as with Python's min/max: it decides int vs float), else acc."""
+        return acc if v is None or (acc is not None and not better(v, acc)) else v
+
+
+def aggregate(table: Table, values: list[Any], fold: type[Fold] | Any = Fold) -> Any:
+    """collect min|max|sum|count over the matched rows' values (unknown values are skipped):
+    count: the number of rows; sum: 0 when no value is known; min/max: unknown then."""
     if table.aggregate == "count":
         return len(values)
-    known = [v for v in values if v is not None]
     if table.aggregate == "sum":
-        return sum(known)
-    if not known:
-        return None
-    return min(known) if table.aggregate == "min" else max(known)
+        return functools.reduce(fold.add, values, fold.const(0))
+    better = operator.lt if table.aggregate == "min" else operator.gt
+    return functools.reduce(lambda acc, v: fold.pick(acc, v, better), values, fold.const(None))
