@@ -84,11 +84,14 @@ def check_model(settings: Settings) -> Path:
             f"no model versions under {base}",
             "train one: decision-service train --version 1.0.0",
         )
-    if settings.model_version != "latest" and settings.model_version not in versions:
+    named = settings.model_version
+    if named == "default" and (base / "DEFAULT").is_file():
+        named = (base / "DEFAULT").read_text().strip()  # the version the DEFAULT file names
+    if named not in ("latest", "default") and named not in versions:
         raise StartupError(
-            f"model version {settings.model_version!r} not found under {base} "
+            f"model version {named!r} not found under {base} "
             f"(versions on disk: {', '.join(versions)})",
-            "set DECISION_MODEL_VERSION to one of them, or to latest",
+            "set DECISION_MODEL_VERSION to one of them, or to default or latest",
         )
     try:
         model_dir = settings.model_dir
