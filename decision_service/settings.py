@@ -59,6 +59,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rate_limit_auditor: str | None = None
     rate_limit_admin: str | None = None
     redis_url: str | None = None  # set: buckets shared by every worker and replica
+    batch_max: Annotated[int, msgspec.Meta(ge=1)] = 1000  # applications per POST /decide/batch
+    batch_max_body_bytes: Annotated[int, msgspec.Meta(ge=1)] = 4 * 1024 * 1024  # its body limit
     max_body_bytes: int = 65536  # 413 above this, on every route, before the body is read
     metrics_public: bool = True  # /metrics without a key (scrapers); false: analyst/auditor
     cors_origins: str = ""  # comma-separated allowed origins; empty: no CORS headers at all

@@ -16,6 +16,7 @@ from decision_service.access.bootstrap import ensure_first_key
 from decision_service.access.cache import KeyCache
 from decision_service.api.auth import AccessMiddleware, role_guard
 from decision_service.api.decide import Decider, decide_handler, fast_path
+from decision_service.api.decide_batch import BatchDecider, decide_batch_handler
 from decision_service.api.decisions import decision_handlers
 from decision_service.api.gate import build_gate
 from decision_service.api.headers import add_security_headers
@@ -80,6 +81,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[
             decide_handler(decider),
+            decide_batch_handler(
+                BatchDecider(decider, settings.batch_max), settings.batch_max_body_bytes
+            ),
             *decision_handlers(service, replayer),
             *operation_handlers(service, metrics),
             *key_handlers(service.store.engine),

@@ -32,7 +32,7 @@ class AccessMiddleware(ASGIMiddleware):
         types = opt.get("content_types", JSON_TYPES)
         if types and isinstance(types[0], str):
             types = tuple(t.encode() for t in types)
-        denied = await self.gate.admit(scope, route_roles(opt), types)
+        denied = await self.gate.admit(scope, route_roles(opt), types, opt.get("max_body_bytes"))
         if denied is not None:
             await send_reply(send, denied)
             return

@@ -143,6 +143,58 @@ def log_decision(logger: Any, decision: Decision, latency_us: int, trace_id: str
     )
 
 
+def unrecorded_reply(
+    exc: IdempotencyConflict | AuditUnavailable,
+    metrics: Metrics,
+    span: trace.Span,
+    keyed: bool,
+    trace_id: str,
+    application_id: str | None,
+) -> Reply:
+    """The answer when a request's decisions were not (or may not have been) recorded: 422 for
+    a reused Idempotency-Key, 503 otherwise. One mapping for /decide and /decide/batch."""
+    if isinstance(exc, IdempotencyConflict):
+        metrics.rejected.inc()
+        span.end()
+        return _error(422, f"{exc}; nothing was decided", idempotency_key=exc.key)
+    metrics.audit_failures.inc()
+    unknown = isinstance(exc, CommitOutcomeUnknown)
+    log.error(
+        "audit_outcome_unknown" if unknown else "audit_unavailable",
+        application_id=application_id,
+        decision_ids=exc.decision_ids if unknown else None,
+        error=str(exc),
+        trace_id=trace_id,
+    )
+    span.set_status(
+        trace.StatusCode.ERROR,
+        "audit commit outcome unknown" if unknown else "audit store unavailable",
+    )
+    span.end()
+    if not unknown:
+        detail = (
+            "audit store unavailable: the decision could not be recorded, so none was made; "
+            "retry later"
+        )
+        return _error(503, detail, [(b"retry-after", b"1")], application_id=application_id)
+    retry = (
+        "retrying with the same Idempotency-Key is safe"
+        if keyed
+        else "look it up by decision_id before retrying (an Idempotency-Key makes retries safe)"
+    )
+    detail = (
+        "audit store unreachable after the decision was sent to it: the decision may have "
+        f"been recorded; {retry}"
+    )
+    return _error(
+        503,
+        detail,
+        [(b"retry-after", b"1")],
+        application_id=application_id,
+        decision_id=exc.decision_ids[0] if exc.decision_ids else None,
+    )
+
+
 class Decider:
     """POST /decide without the framework: raw body, query string and headers in; status, JSON
     body and headers out. The Litestar route (OpenAPI, tests) and the ASGI fast path
@@ -187,53 +239,10 @@ class Decider:
         t1 = perf_counter_ns()
         try:
             decided = await self.deciding.decide_and_record(ask, claim=claim)
-        except IdempotencyConflict as exc:
-            metrics.rejected.inc()
-            span.end()
-            return _error(422, f"{exc}; nothing was decided", idempotency_key=exc.key)
-        except CommitOutcomeUnknown as exc:
-            metrics.audit_failures.inc()
-            log.error(
-                "audit_outcome_unknown",
-                application_id=app.application_id,
-                decision_ids=exc.decision_ids,
-                error=str(exc),
-                trace_id=trace_id,
+        except (IdempotencyConflict, AuditUnavailable) as exc:
+            return unrecorded_reply(
+                exc, metrics, span, claim is not None, trace_id, app.application_id
             )
-            span.set_status(trace.StatusCode.ERROR, "audit commit outcome unknown")
-            span.end()
-            retry = (
-                "retrying with the same Idempotency-Key is safe"
-                if claim is not None
-                else "look it up by decision_id before retrying (an Idempotency-Key makes "
-                "retries safe)"
-            )
-            detail = (
-                "audit store unreachable after the decision was sent to it: the decision may "
-                f"have been recorded; {retry}"
-            )
-            return _error(
-                503,
-                detail,
-                [(b"retry-after", b"1")],
-                application_id=app.application_id,
-                decision_id=exc.decision_ids[0] if exc.decision_ids else None,
-            )
-        except AuditUnavailable as exc:
-            metrics.audit_failures.inc()
-            log.error(
-                "audit_unavailable",
-                application_id=app.application_id,
-                error=str(exc),
-                trace_id=trace_id,
-            )
-            span.set_status(trace.StatusCode.ERROR, "audit store unavailable")
-            span.end()
-            detail = (
-                "audit store unavailable: the decision could not be recorded, so none "
-                "was made; retry later"
-            )
-            return _error(503, detail, [(b"retry-after", b"1")], application_id=app.application_id)
         decision = decided.decision
         if decided.replayed:  # answered before: the same decision, nothing new decided
             span.end()

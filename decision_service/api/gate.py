@@ -69,16 +69,18 @@ class Gate:
         scope: Scope,
         roles: Sequence[str],
         content_types: Sequence[bytes] = JSON_TYPES,
+        max_body: int | None = None,
     ) -> Reply | None:
         """None if the request may go on (its principal is then in scope["user"]); else the
-        error reply to send instead."""
-        denied = await self._admit(scope, roles, content_types)
+        error reply to send instead. `max_body`: the route's own body limit (opt
+        "max_body_bytes", e.g. /decide/batch), else the service's."""
+        denied = await self._admit(scope, roles, content_types, max_body or self.max_body)
         if denied is not None and self.on_denied is not None:
             self.on_denied(denied[0])
         return denied
 
     async def _admit(
-        self, scope: Scope, roles: Sequence[str], content_types: Sequence[bytes]
+        self, scope: Scope, roles: Sequence[str], content_types: Sequence[bytes], max_body: int
     ) -> Reply | None:
         authorization = content_type = length = None
         chunked = False
@@ -101,8 +103,8 @@ class Gate:
                 size = int(length)
             except ValueError:
                 return reply(400, "bad Content-Length")
-            if size > self.max_body:
-                return reply(413, f"request body larger than {self.max_body} bytes")
+            if size > max_body:
+                return reply(413, f"request body larger than {max_body} bytes")
         if (size or chunked) and scope["method"] in _BODY_METHODS:
             media = (content_type or b"").split(b";", 1)[0].strip().lower()
             if media not in content_types:

@@ -16,6 +16,7 @@ from tests.api.routes import app_routes, make_settings
 # The contract (issue 8 / DESIGN "Access control"): who may call what; admin may call all.
 CONTRACT = {
     ("POST", "/decide"): ("decider",),
+    ("POST", "/decide/batch"): ("decider",),
     ("GET", "/decisions"): ("auditor",),
     ("GET", "/decisions/{decision_id:str}"): ("auditor",),
     ("POST", "/decisions/{decision_id:str}/replay"): ("auditor",),
