@@ -79,12 +79,15 @@ class Server:
         """Until a fresh connection (any worker) sees the key as known (or as unknown):
         GET /keys answers 401 to an unknown key and 403/200 to a known one."""
         deadline = time.monotonic() + timeout
+        agreeing = 0  # every worker must agree: 10 fresh connections in a row (any worker each)
         while time.monotonic() < deadline:
             with self.client_with_key(key) as c:
                 known = c.get("/keys").status_code != 401
-            if known == accepted:
+            agreeing = agreeing + 1 if known == accepted else 0
+            if agreeing >= 10:
                 return
-            time.sleep(0.05)
+            if not agreeing:
+                time.sleep(0.05)
         raise AssertionError(f"key not {'accepted' if accepted else 'refused'} in {timeout} s")
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:

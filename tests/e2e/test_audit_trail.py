@@ -78,10 +78,10 @@ def test_every_read_of_personal_data_is_in_the_access_log(trail: Server, db) -> 
         assert c.post(f"/decisions/{declined[1]}/replay").json()["identical"] is True
     reads = _rows(db, "SELECT actor, route, filters, returned FROM access_log ORDER BY seq")[-4:]
     assert [(r["actor"], r["route"], r["returned"]) for r in reads] == [
-        ("anonymous", "GET /decisions", 3),
-        ("anonymous", "GET /decisions/{decision_id}", 1),
-        ("anonymous", "GET /decisions/{decision_id}", 0),
-        ("anonymous", "POST /decisions/{decision_id}/replay", 1),
+        ("admin", "GET /decisions", 3),
+        ("admin", "GET /decisions/{decision_id}", 1),
+        ("admin", "GET /decisions/{decision_id}", 0),
+        ("admin", "POST /decisions/{decision_id}/replay", 1),
     ]
     assert json.loads(reads[0]["filters"]) == {"limit": 3, "outcome": "decline"}
     assert json.loads(reads[1]["filters"]) == {"decision_id": declined[0]}
@@ -98,7 +98,7 @@ def test_a_rule_reload_is_in_the_change_log(trail: Server, db) -> None:
         assert c.post("/rules/reload").status_code == 200
     change = _rows(db, "SELECT * FROM change_log ORDER BY seq")[-1]
     assert (change["actor"], change["action"], change["subject"]) == (
-        "anonymous",
+        "admin",
         "rules.reload",
         active["name"],
     )
