@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from decision_service.dates import DATES, filter_date
 from decision_service.settings import load_settings
 
 
@@ -122,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     export.add_argument("--output", type=Path, default=None, help="file (default: stdout)")
     for p in (replay, export):
-        p.add_argument("--from", dest="from_")
-        p.add_argument("--to")
+        p.add_argument("--from", dest="from_", type=filter_date, help=f"from (inclusive): {DATES}")
+        p.add_argument("--to", type=filter_date, help=f"to (exclusive): {DATES}")
         p.add_argument("--application-id")
         p.add_argument("--outcome", choices=["approve", "refer", "decline"])
         p.add_argument("--rule")

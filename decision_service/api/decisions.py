@@ -12,14 +12,65 @@ from litestar import Response, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from decision_service.api.errors import error, json_response
+from decision_service.api.responses import (
+    BAD_PARAMETER,
+    SECURED,
+    UNSUPPORTED,
+    DecisionPage,
+    RecordView,
+    gated,
+    ok,
+    problem,
+)
 from decision_service.audit import Filters, InvalidCursor, StoredDecision
+from decision_service.audit.chain import VerifyReport
 from decision_service.audit.queries import DECISION_ID_PATTERN, MAX_LIMIT
-from decision_service.replay import Replayer, ReplayError
+from decision_service.dates import EXPECTED, InvalidDate, parse_instant
+from decision_service.replay import Replayer, ReplayError, ReplayResult
 from decision_service.service import Service
 
 AUDITOR = {"roles": ["auditor"]}  # personal data: auditors (and admin) only
+_NOT_FOUND = problem(404, "No stored decision has this id", "no decision 0193…")
+_BAD_PATH = problem(
+    400, "A path parameter is invalid", "invalid parameter decision_id: …", kind="invalid-parameter"
+)
+RECORD = gated(
+    {
+        200: ok(RecordView, "The stored record (decision as answered, request as received)"),
+        404: _NOT_FOUND,
+        400: _BAD_PATH,
+    }
+)
+PAGE = gated(
+    {
+        200: ok(DecisionPage, "Records in decision order; next_cursor is null on the last page"),
+        400: BAD_PARAMETER,
+    }
+)
+REPLAYED = gated(
+    {
+        200: ok(ReplayResult, "The re-decision compared with the record, field by field"),
+        404: _NOT_FOUND,
+        409: problem(
+            409,
+            "The recorded model or ruleset version cannot be loaded",
+            "cannot replay: model 0.9.0 is not in models/",
+        ),
+        415: UNSUPPORTED,
+        400: _BAD_PATH,
+    }
+)
+VERIFIED = gated({200: ok(VerifyReport, "Every chain walked; problems name the first break")})
 _RECORD_FIELDS = ("chain_id", "seq", "prev_hash", "record_hash", "code_version")
 _is_decision_id = re.compile(DECISION_ID_PATTERN).match
+DATE_HELP = f"{EXPECTED[len('expected ') :]}; naive times are UTC"
+_AT = re.compile(r"at `\$\.([a-z_]+)`")
+
+
+def _query_name(exc: msgspec.ValidationError) -> str:
+    """The query parameter a Filters error names (msgspec says `$.field`)."""
+    found = _AT.search(str(exc))
+    return found.group(1) if found else "filter"
 
 
 def record_view(stored: StoredDecision) -> dict[str, Any]:
@@ -34,7 +85,14 @@ def record_view(stored: StoredDecision) -> dict[str, Any]:
 def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
     store = service.store
 
-    @get("/decisions/{decision_id:str}", tags=["audit"], summary="One stored decision", opt=AUDITOR)
+    @get(
+        "/decisions/{decision_id:str}",
+        tags=["audit"],
+        summary="One stored decision",
+        opt=AUDITOR,
+        security=SECURED,
+        responses=RECORD,
+    )
     async def get_decision(decision_id: FromPath[str]) -> Response:
         stored = await store.get(decision_id) if _is_decision_id(decision_id) else None
         if stored is None:
@@ -46,10 +104,12 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         tags=["audit"],
         summary="Find decisions (filters, cursor pagination)",
         opt=AUDITOR,
+        security=SECURED,
+        responses=PAGE,
     )
     async def list_decisions(
-        from_: Annotated[datetime | None, QueryParameter(name="from")] = None,
-        to: FromQuery[datetime | None] = None,
+        from_: Annotated[str | None, QueryParameter(name="from", description=DATE_HELP)] = None,
+        to: Annotated[str | None, QueryParameter(description=DATE_HELP)] = None,
         application_id: FromQuery[str | None] = None,
         outcome: FromQuery[Literal["approve", "refer", "decline"] | None] = None,
         rule: FromQuery[str | None] = None,
@@ -58,11 +118,21 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = 100,
         cursor: FromQuery[str | None] = None,
     ) -> Response:
+        bad = []
+        dates: dict[str, datetime | None] = {"from": None, "to": None}
+        for name, text in (("from", from_), ("to", to)):
+            try:
+                dates[name] = None if text is None else parse_instant(text)
+            except InvalidDate as exc:
+                bad.append({"field": name, "message": str(exc)})
+        if bad:
+            detail = "invalid filter " + "; ".join(f"{e['field']}: {e['message']}" for e in bad)
+            return error(400, detail, kind="invalid-parameter", errors=bad)
         try:
             filters = msgspec.convert(
                 {
-                    "from": from_,
-                    "to": to,
+                    "from": dates["from"],
+                    "to": dates["to"],
                     "application_id": application_id,
                     "outcome": outcome,
                     "rule": rule,
@@ -73,11 +143,22 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
                 from_attributes=False,
             )
         except msgspec.ValidationError as exc:
-            return error(400, f"invalid filter: {exc}")
+            field = _query_name(exc)
+            return error(
+                400,
+                f"invalid filter {field}: {exc}",
+                kind="invalid-parameter",
+                errors=[{"field": field, "message": str(exc).split(" - at ")[0]}],
+            )
         try:
             found = await store.page(filters, limit=limit, cursor=cursor)
         except InvalidCursor as exc:
-            return error(400, str(exc))
+            return error(
+                400,
+                str(exc),
+                kind="invalid-parameter",
+                errors=[{"field": "cursor", "message": str(exc)}],
+            )
         return json_response(
             {"items": [record_view(s) for s in found.items], "next_cursor": found.next_cursor}
         )
@@ -88,6 +169,8 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         status_code=200,
         summary="Re-decide with the recorded model and ruleset versions",
         opt=AUDITOR,
+        security=SECURED,
+        responses=REPLAYED,
     )
     async def replay(decision_id: FromPath[str]) -> Response:
         stored = await store.get(decision_id) if _is_decision_id(decision_id) else None
@@ -104,6 +187,8 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         tags=["audit"],
         summary="Walk the hash chains; name the first break",
         opt=AUDITOR,
+        security=SECURED,
+        responses=VERIFIED,
     )
     async def verify() -> Response:
         return json_response(await store.verify())
