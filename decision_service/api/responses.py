@@ -113,7 +113,9 @@ def problem(status: int, description: str, detail: str, **members: Any) -> Respo
     )
 
 
-def ok(data: Any, description: str, example: Any = None, media_type: str = "application/json"):
+def ok(
+    data: Any, description: str, example: Any = None, media_type: str = "application/json"
+) -> ResponseSpec:
     return ResponseSpec(
         data_container=data,
         description=description,
@@ -127,7 +129,7 @@ def ok(data: Any, description: str, example: Any = None, media_type: str = "appl
 BODY_TOO_LARGE = problem(
     413,
     "The declared or streamed body passes DECISION_MAX_BODY_BYTES",
-    "request body larger than 1048576 bytes",
+    "request body larger than 65536 bytes",
 )
 GATED: dict[int, ResponseSpec] = {
     401: problem(
@@ -140,7 +142,9 @@ GATED: dict[int, ResponseSpec] = {
     ),
     413: BODY_TOO_LARGE,
     429: problem(
-        429, "The key's rate limit is spent (Retry-After: seconds)", "rate limit 100/s exceeded"
+        429,
+        "The key's rate limit is spent (Retry-After: seconds)",
+        "rate limit 200/second exceeded",
     ),
 }
 UNSUPPORTED = problem(
