@@ -52,12 +52,12 @@ READY = public(
         200: ok(
             Ready,
             "Model, rules and audit store all usable",
-            {"status": "ready", "checks": {"model": True, "rules": True, "audit": True}},
+            {"status": "ready", "checks": {"model": True, "rules": True, "audit_store": True}},
         ),
         503: ok(
             Ready,
             "Something is not usable: `checks` says what",
-            {"status": "not ready", "checks": {"model": True, "rules": True, "audit": False}},
+            {"status": "not ready", "checks": {"model": True, "rules": True, "audit_store": False}},
         ),
     }
 )
