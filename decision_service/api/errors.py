@@ -126,12 +126,8 @@ def http_problem(request: Request, exc: HTTPException) -> Response:
     headers = dict(exc.headers or {})
     if isinstance(exc, ValidationException):
         errors = _validation_errors(exc.extra)
-        names = ", ".join(e["field"] for e in errors) or "request"
-        detail = (
-            "invalid parameter " + "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-            if errors
-            else f"invalid {names}"
-        )
+        said = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        detail = f"invalid parameter {said}" if errors else "invalid request parameters"
         return error(400, detail, headers, kind="invalid-parameter", errors=errors)
     detail = exc.detail if exc.detail else HTTPStatus(status).phrase
     if status == 404 and detail == "Not Found":
