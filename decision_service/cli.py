@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from decision_service import db_cli
+from decision_service.dates import DATES, filter_date
 from decision_service.settings import SettingsError, load_settings, unknown_environment
 from decision_service.startup import StartupError, debug_requested, report
 
@@ -205,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["jsonl", "csv", "parquet"], default="jsonl")
     export.add_argument("--output", type=Path, default=None, help="file (default: stdout)")
     for p in (replay, export):
-        p.add_argument("--from", dest="from_")
-        p.add_argument("--to")
+        p.add_argument("--from", dest="from_", type=filter_date, help=f"from (inclusive): {DATES}")
+        p.add_argument("--to", type=filter_date, help=f"to (exclusive): {DATES}")
         p.add_argument("--application-id")
         p.add_argument("--outcome", choices=["approve", "refer", "decline"])
         p.add_argument("--rule")

@@ -10,6 +10,7 @@ import structlog
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components
 from litestar.types import ASGIApp
 
 from decision_service.access.bootstrap import ensure_first_key
@@ -18,11 +19,14 @@ from decision_service.api.auth import AccessMiddleware, role_guard
 from decision_service.api.decide import Decider, decide_handler, fast_path
 from decision_service.api.decide_batch import BatchDecider, decide_batch_handler
 from decision_service.api.decisions import decision_handlers
+from decision_service.api.docs_ui import OfflineSwagger, docs_asset
+from decision_service.api.errors import EXCEPTION_HANDLERS
 from decision_service.api.gate import build_gate
 from decision_service.api.headers import add_security_headers
 from decision_service.api.keys import key_handlers
 from decision_service.api.metrics import Metrics
 from decision_service.api.operations import operation_handlers
+from decision_service.api.responses import SECURITY_SCHEMES
 from decision_service.observability import configure_logging
 from decision_service.replay import Replayer
 from decision_service.service import bootstrap
@@ -105,8 +109,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
             title="decision-service",
             version="1.0.0",
             description="Real-time loan underwriting decisions with a tamper-evident audit log.",
-            openapi_router=Router(path="/schema", route_handlers=[], opt={"roles": ["public"]}),
+            # Offline docs: one Swagger UI page from assets this app serves (no CDN).
+            render_plugins=[OfflineSwagger()],
+            openapi_router=Router(
+                path="/schema",
+                route_handlers=[docs_asset],
+                opt={"roles": ["public"]},
+                include_in_schema=False,
+            ),
+            components=Components(security_schemes=SECURITY_SCHEMES),
         ),
+        exception_handlers=EXCEPTION_HANDLERS,
         state={"service": service, "decider": decider, "gate": gate},
         logging_config=None,  # ours (observability.py): JSON lines, no per-request access log
     )

@@ -9,6 +9,8 @@ header, a retry of the same request answers the recorded decision again (marked 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from random import getrandbits
 from time import perf_counter_ns, time_ns
 from typing import Any
@@ -21,7 +23,8 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 
-from decision_service.api.errors import error_body
+from decision_service.api import docs_ui
+from decision_service.api.errors import PROBLEM, error_body
 from decision_service.api.gate import (
     JSON_TYPES,
     BodyTooLarge,
@@ -32,7 +35,8 @@ from decision_service.api.gate import (
 )
 from decision_service.api.headers import security_headers
 from decision_service.api.metrics import Metrics
-from decision_service.api.openapi import request_body_operation
+from decision_service.api.openapi import IDEMPOTENCY_KEY, request_body_operation
+from decision_service.api.responses import SECURED, gated, ok, problem
 from decision_service.audit import AuditUnavailable, CommitOutcomeUnknown, idempotency
 from decision_service.deciding import Ask, IdempotencyConflict
 from decision_service.decision import Decision
@@ -59,6 +63,39 @@ EXAMPLE = {
     "amount": 2000.0,
     "price": 2985.0,
 }
+DECIDE_RESPONSES = gated(
+    {
+        200: ok(
+            Decision,
+            "The decision, committed to the audit log before this answer",
+            json.loads((Path(docs_ui.__file__).parent / "decision-example.json").read_text()),
+        ),
+        400: problem(
+            400,
+            "A malformed Idempotency-Key",
+            "send one Idempotency-Key header, not several; nothing was decided",
+            kind="invalid-idempotency-key",
+        ),
+        422: problem(
+            422,
+            "Not a valid application (`errors` names every bad field by JSON path), or an "
+            "Idempotency-Key already used with another request",
+            "invalid application; nothing was decided",
+            kind="invalid-application",
+            errors=[{"field": "$.age", "message": "Expected `int` >= 18"}],
+        ),
+        503: problem(
+            503,
+            "The audit store could not record the decision, so none was made (Retry-After: 1); "
+            "or it may have been recorded (the detail says so, with its decision_id)",
+            "audit store unavailable: the decision could not be recorded, so none was made; "
+            "retry later",
+            kind="audit-unavailable",
+            application_id="APP-CD-00003",
+        ),
+    },
+    body=True,
+)
 # Who may call /decide: the route's `opt`, read by the gate on both paths (route, fast path).
 DECIDE_OPT: dict[str, Any] = {"roles": ["decider"]}
 
@@ -156,7 +193,9 @@ def unrecorded_reply(
     if isinstance(exc, IdempotencyConflict):
         metrics.rejected.inc()
         span.end()
-        return _error(422, f"{exc}; nothing was decided", idempotency_key=exc.key)
+        return _error(
+            422, f"{exc}; nothing was decided", kind="idempotency-conflict", idempotency_key=exc.key
+        )
     metrics.audit_failures.inc()
     unknown = isinstance(exc, CommitOutcomeUnknown)
     log.error(
@@ -176,7 +215,13 @@ def unrecorded_reply(
             "audit store unavailable: the decision could not be recorded, so none was made; "
             "retry later"
         )
-        return _error(503, detail, [(b"retry-after", b"1")], application_id=application_id)
+        return _error(
+            503,
+            detail,
+            [(b"retry-after", b"1")],
+            kind="audit-unavailable",
+            application_id=application_id,
+        )
     retry = (
         "retrying with the same Idempotency-Key is safe"
         if keyed
@@ -190,6 +235,7 @@ def unrecorded_reply(
         503,
         detail,
         [(b"retry-after", b"1")],
+        kind="audit-unavailable",
         application_id=application_id,
         decision_id=exc.decision_ids[0] if exc.decision_ids else None,
     )
@@ -218,13 +264,18 @@ class Decider:
             claim = claim_of(headers, b"POST /decide", query, body, caller) if headers else None
         except idempotency.InvalidIdempotencyKey as exc:
             metrics.rejected.inc()
-            return _error(400, f"{exc}; nothing was decided")
+            return _error(400, f"{exc}; nothing was decided", kind="invalid-idempotency-key")
         try:
             app = self._decode(body)
         except InvalidApplication as exc:
             metrics.rejected.inc()
             errors = msgspec.to_builtins(exc.errors)
-            return _error(422, "invalid application; nothing was decided", errors=errors)
+            return _error(
+                422,
+                "invalid application; nothing was decided",
+                kind="invalid-application",
+                errors=errors,
+            )
         timings = {"validate": (perf_counter_ns() - t0) // 1000}
         parent = _caller_context(headers)
         if parent is None and not self._tracing:
@@ -284,9 +335,14 @@ def decide_handler(decider: Decider) -> Any:
         status_code=200,
         media_type="application/json",
         operation_class=request_body_operation(
-            decider.app_type, EXAMPLE, {"explain": "Model reason codes on approvals too"}
+            decider.app_type,
+            EXAMPLE,
+            {"explain": "Model reason codes on approvals too"},
+            headers=[IDEMPOTENCY_KEY],
         ),
         opt=DECIDE_OPT,
+        security=SECURED,
+        responses=DECIDE_RESPONSES,
     )
     async def decide(request: Request) -> Response:
         principal = current_principal(request.scope)
@@ -299,7 +355,7 @@ def decide_handler(decider: Decider) -> Any:
         return Response(
             content,
             status_code=status,
-            media_type="application/json",
+            media_type=PROBLEM if status >= 400 else "application/json",
             headers={k.decode(): v.decode() for k, v in headers},
         )
 
@@ -319,6 +375,7 @@ def fast_path(app: ASGIApp, decider: Decider, gate: Gate) -> ASGIApp:
     content_types = DECIDE_OPT.get("content_types", JSON_TYPES)
     secure = security_headers("/decide")
     json_type = (b"content-type", b"application/json")
+    problem_type = (b"content-type", PROBLEM.encode())
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != "/decide" or scope["method"] != "POST":
@@ -348,7 +405,7 @@ def fast_path(app: ASGIApp, decider: Decider, gate: Gate) -> ASGIApp:
                 "type": "http.response.start",
                 "status": status,
                 "headers": [
-                    json_type,
+                    problem_type if status >= 400 else json_type,
                     (b"content-length", str(len(content)).encode()),
                     *headers,
                     *secure,

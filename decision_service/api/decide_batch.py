@@ -50,7 +50,7 @@ class BatchDecider:
             claim = claim_of(headers, ROUTE, query, body, caller) if headers else None
         except idempotency.InvalidIdempotencyKey as exc:
             metrics.rejected.inc()
-            return _error(400, f"{exc}; nothing was decided")
+            return _error(400, f"{exc}; nothing was decided", kind="invalid-idempotency-key")
         try:
             items = _items(body)
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
@@ -59,11 +59,13 @@ class BatchDecider:
             if isinstance(exc, msgspec.DecodeError | UnicodeDecodeError):
                 message = f"malformed JSON: {exc}"
             errors = [{"field": "$", "message": message}]
-            return _error(422, "invalid batch; nothing was decided", errors=errors)
+            return _error(
+                422, "invalid batch; nothing was decided", kind="invalid-application", errors=errors
+            )
         if not items or len(items) > self.batch_max:
             metrics.rejected.inc()
             detail = f"a batch holds 1 to {self.batch_max} applications, not {len(items)}"
-            return _error(422, f"{detail}; nothing was decided")
+            return _error(422, f"{detail}; nothing was decided", kind="invalid-request")
         parent = _caller_context(headers)
         span: trace.Span = (
             decider.service.tracer.start_span("POST /decide/batch", context=parent)

@@ -16,15 +16,66 @@ from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from decision_service.api.actor import actor_name
-from decision_service.api.errors import error, error_body, json_response
+from decision_service.api.errors import error, json_response
+from decision_service.api.responses import (
+    BAD_PARAMETER,
+    SECURED,
+    UNSUPPORTED,
+    DecisionPage,
+    RecordView,
+    gated,
+    ok,
+    problem,
+)
 from decision_service.audit import AuditUnavailable, Filters, InvalidCursor, StoredDecision
+from decision_service.audit.chain import VerifyReport
 from decision_service.audit.queries import DECISION_ID_PATTERN, MAX_LIMIT
-from decision_service.replay import Replayer, ReplayError
+from decision_service.dates import EXPECTED, InvalidDate, parse_instant
+from decision_service.replay import Replayer, ReplayError, ReplayResult
 from decision_service.service import Service
 
 AUDITOR = {"roles": ["auditor"]}  # personal data: auditors (and admin) only
+_NOT_FOUND = problem(404, "No stored decision has this id", "no decision 0193…")
+_BAD_PATH = problem(
+    400, "A path parameter is invalid", "invalid parameter decision_id: …", kind="invalid-parameter"
+)
+RECORD = gated(
+    {
+        200: ok(RecordView, "The stored record (decision as answered, request as received)"),
+        404: _NOT_FOUND,
+        400: _BAD_PATH,
+    }
+)
+PAGE = gated(
+    {
+        200: ok(DecisionPage, "Records in decision order; next_cursor is null on the last page"),
+        400: BAD_PARAMETER,
+    }
+)
+REPLAYED = gated(
+    {
+        200: ok(ReplayResult, "The re-decision compared with the record, field by field"),
+        404: _NOT_FOUND,
+        409: problem(
+            409,
+            "The recorded model or ruleset version cannot be loaded",
+            "cannot replay: model 0.9.0 is not in models/",
+        ),
+        415: UNSUPPORTED,
+        400: _BAD_PATH,
+    }
+)
+VERIFIED = gated({200: ok(VerifyReport, "Every chain walked; problems name the first break")})
 _RECORD_FIELDS = ("chain_id", "seq", "prev_hash", "record_hash", "code_version")
 _is_decision_id = re.compile(DECISION_ID_PATTERN).match
+DATE_HELP = f"{EXPECTED[len('expected ') :]}; naive times are UTC"
+_AT = re.compile(r"at `\$\.([a-z_]+)`")
+
+
+def _query_name(exc: msgspec.ValidationError) -> str:
+    """The query parameter a Filters error names (msgspec says `$.field`)."""
+    found = _AT.search(str(exc))
+    return found.group(1) if found else "filter"
 
 
 def record_view(stored: StoredDecision) -> dict[str, Any]:
@@ -46,11 +97,22 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         try:
             await store.record_access(actor_name(request), route, filters, returned)
         except AuditUnavailable as exc:
-            body = error_body(503, f"the read could not be recorded: {exc}")
-            return json_response(body, 503, headers={"retry-after": "1"})
+            return error(
+                503,
+                f"the read could not be recorded: {exc}",
+                {"retry-after": "1"},
+                kind="audit-unavailable",
+            )
         return None
 
-    @get("/decisions/{decision_id:str}", tags=["audit"], summary="One stored decision", opt=AUDITOR)
+    @get(
+        "/decisions/{decision_id:str}",
+        tags=["audit"],
+        summary="One stored decision",
+        opt=AUDITOR,
+        security=SECURED,
+        responses=RECORD,
+    )
     async def get_decision(request: Request, decision_id: FromPath[str]) -> Response:
         stored = await store.get(decision_id) if _is_decision_id(decision_id) else None
         refused = await accessed(
@@ -70,11 +132,13 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         tags=["audit"],
         summary="Find decisions (filters, cursor pagination)",
         opt=AUDITOR,
+        security=SECURED,
+        responses=PAGE,
     )
     async def list_decisions(
         request: Request,
-        from_: Annotated[datetime | None, QueryParameter(name="from")] = None,
-        to: FromQuery[datetime | None] = None,
+        from_: Annotated[str | None, QueryParameter(name="from", description=DATE_HELP)] = None,
+        to: Annotated[str | None, QueryParameter(description=DATE_HELP)] = None,
         application_id: FromQuery[str | None] = None,
         outcome: FromQuery[Literal["approve", "refer", "decline"] | None] = None,
         rule: FromQuery[str | None] = None,
@@ -83,11 +147,21 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = 100,
         cursor: FromQuery[str | None] = None,
     ) -> Response:
+        bad = []
+        dates: dict[str, datetime | None] = {"from": None, "to": None}
+        for name, text in (("from", from_), ("to", to)):
+            try:
+                dates[name] = None if text is None else parse_instant(text)
+            except InvalidDate as exc:
+                bad.append({"field": name, "message": str(exc)})
+        if bad:
+            detail = "invalid filter " + "; ".join(f"{e['field']}: {e['message']}" for e in bad)
+            return error(400, detail, kind="invalid-parameter", errors=bad)
         try:
             filters = msgspec.convert(
                 {
-                    "from": from_,
-                    "to": to,
+                    "from": dates["from"],
+                    "to": dates["to"],
                     "application_id": application_id,
                     "outcome": outcome,
                     "rule": rule,
@@ -98,11 +172,22 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
                 from_attributes=False,
             )
         except msgspec.ValidationError as exc:
-            return error(400, f"invalid filter: {exc}")
+            field = _query_name(exc)
+            return error(
+                400,
+                f"invalid filter {field}: {exc}",
+                kind="invalid-parameter",
+                errors=[{"field": field, "message": str(exc).split(" - at ")[0]}],
+            )
         try:
             found = await store.page(filters, limit=limit, cursor=cursor)
         except InvalidCursor as exc:
-            return error(400, str(exc))
+            return error(
+                400,
+                str(exc),
+                kind="invalid-parameter",
+                errors=[{"field": "cursor", "message": str(exc)}],
+            )
         query = msgspec.to_builtins(filters) | {"limit": limit, "cursor": cursor}
         refused = await accessed(request, "GET /decisions", query, len(found.items))
         if refused is not None:
@@ -117,6 +202,8 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         status_code=200,
         summary="Re-decide with the recorded model and ruleset versions",
         opt=AUDITOR,
+        security=SECURED,
+        responses=REPLAYED,
     )
     async def replay(request: Request, decision_id: FromPath[str]) -> Response:
         stored = await store.get(decision_id) if _is_decision_id(decision_id) else None
@@ -144,12 +231,14 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         "callers arriving while one runs share its report. `incremental=true` checks each "
         "chain only from the last verify that passed.",
         opt=AUDITOR,
+        security=SECURED,
+        responses=VERIFIED,
     )
     async def verify(incremental: FromQuery[bool] = False) -> Response:
         try:
             report = await store.verify(incremental=incremental)
         except AuditUnavailable as exc:
-            return json_response(error_body(503, str(exc)), 503, headers={"retry-after": "5"})
+            return error(503, str(exc), {"retry-after": "5"}, kind="audit-unavailable")
         return json_response(report)
 
     return [get_decision, list_decisions, replay, verify]

@@ -19,7 +19,7 @@ from litestar.types import Receive, Scope, Send
 from decision_service.access import PUBLIC, ROLES, Principal, allowed
 from decision_service.access.cache import KeyCache
 from decision_service.access.limits import LocalLimiter, Rate, RedisLimiter, parse_rate
-from decision_service.api.errors import error_body
+from decision_service.api.errors import PROBLEM, error_body
 from decision_service.settings import Settings
 
 Reply = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, JSON body, extra headers
@@ -157,8 +157,9 @@ def current_principal(scope: Scope) -> Principal | None:
 
 
 async def send_reply(send: Send, answer: Reply, extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """Send a denial: a problem details body (api/errors.py)."""
     status, body, headers = answer
-    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    start = [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(body)).encode())]
     await send(
         {"type": "http.response.start", "status": status, "headers": [*start, *headers, *extra]}
     )

@@ -12,6 +12,8 @@ from litestar.params import FromPath
 
 from decision_service.access.keys import KeyInfo, KeyRefused, create_key, list_keys, revoke_key
 from decision_service.api.errors import error, json_response
+from decision_service.api.openapi import request_body_operation
+from decision_service.api.responses import SECURED, KeyView, MadeKey, gated, ok, problem
 
 ADMIN_ONLY = {"roles": ["admin"]}
 
@@ -19,6 +21,25 @@ ADMIN_ONLY = {"roles": ["admin"]}
 class NewKey(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     role: str
+
+
+_REFUSED = problem(422, "Not {name, role}, or an unknown role", "unknown role 'root'")
+LISTED = gated({200: ok(list[KeyView], "Every key (never the key itself)")})
+MADE = gated(
+    {
+        201: ok(MadeKey, "The new key: shown this once, stored only as a hash"),
+        409: problem(409, "A key with this name exists", "key e2e-decider exists"),
+        422: _REFUSED,
+    },
+    body=True,
+)
+REVOKED = gated(
+    {
+        200: ok(KeyView, "The revoked key"),
+        404: problem(404, "No key by this name", "no key x"),
+        400: problem(400, "A path parameter is invalid", "invalid parameter name: …"),
+    }
+)
 
 
 def key_view(k: KeyInfo) -> dict[str, Any]:
@@ -37,6 +58,8 @@ def key_handlers(engine: sa.Engine) -> list[Any]:
         tags=["keys"],
         summary="API keys: name, role, created, last used, revoked",
         opt=ADMIN_ONLY,
+        security=SECURED,
+        responses=LISTED,
     )
     async def keys() -> Response:
         return json_response([key_view(k) for k in await asyncio.to_thread(list_keys, engine)])
@@ -46,6 +69,14 @@ def key_handlers(engine: sa.Engine) -> list[Any]:
         tags=["keys"],
         status_code=201,
         opt=ADMIN_ONLY,
+        security=SECURED,
+        responses=MADE,
+        operation_class=request_body_operation(
+            NewKey,
+            {"name": "los-prod", "role": "decider"},
+            {},
+            "The key's name (unique) and role: decider, analyst, auditor or admin.",
+        ),
         summary="Make a key: the answer is the only time the key is shown",
     )
     async def make_key(request: Request) -> Response:
@@ -65,6 +96,8 @@ def key_handlers(engine: sa.Engine) -> list[Any]:
         status_code=200,
         opt=ADMIN_ONLY,
         summary="Revoke a key (every worker refuses it within a second)",
+        security=SECURED,
+        responses=REVOKED,
     )
     async def revoke(name: FromPath[str]) -> Response:
         try:

@@ -36,16 +36,20 @@ def _schema(node: dict[str, Any]) -> Schema:
 
 
 def request_body_operation(
-    struct: type[msgspec.Struct], example: dict[str, Any], flags: dict[str, str]
+    struct: type[msgspec.Struct],
+    example: dict[str, Any],
+    flags: dict[str, str],
+    description: str = "One loan application; fields, ranges and categories follow the model card.",
+    headers: list[Parameter] | None = None,
 ) -> type:
-    """An Operation class whose request body is `struct` (with an example), and whose boolean
-    query parameters are `flags` (name → description)."""
+    """An Operation class whose request body is `struct` (with an example), whose boolean
+    query parameters are `flags` (name → description), plus header parameters."""
     schema = msgspec.json.schema(struct)
     root = schema["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
     body = RequestBody(
         content={"application/json": OpenAPIMediaType(schema=_schema(root), example=example)},
         required=True,
-        description="One loan application; fields, ranges and categories follow the model card.",
+        description=description,
     )
 
     parameters = [
@@ -57,7 +61,7 @@ def request_body_operation(
             schema=Schema(type=OpenAPIType.BOOLEAN, default=False),
         )
         for name, text in flags.items()
-    ]
+    ] + list(headers or [])
 
     @dataclass
     class WithBody(Operation):
@@ -66,3 +70,16 @@ def request_body_operation(
             self.parameters = parameters
 
     return WithBody
+
+
+IDEMPOTENCY_KEY = Parameter(
+    name="Idempotency-Key",
+    param_in="header",
+    required=False,
+    description="Makes retries safe: the same key with the same request answers the recorded "
+    "decision again (`Idempotency-Replayed: true`); with another request 422; malformed 400. "
+    "Scoped to the calling API key.",
+    schema=Schema(
+        type=OpenAPIType.STRING, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._~:+/=-]+$"
+    ),
+)

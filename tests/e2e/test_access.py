@@ -113,7 +113,10 @@ def test_security_headers_everywhere(srv: Server, application_lines: list[bytes]
         assert r.headers["x-frame-options"] == "DENY", r.url
         assert "frame-ancestors 'none'" in r.headers["content-security-policy"], r.url
         assert r.headers["referrer-policy"] == "no-referrer", r.url
-    assert docs.headers["content-security-policy"] == "frame-ancestors 'none'"
+    # the docs pages: everything from this app itself (api/docs_ui), nothing from elsewhere
+    docs_csp = docs.headers["content-security-policy"]
+    assert "default-src 'self'" in docs_csp and "frame-ancestors 'none'" in docs_csp
+    assert "http" not in docs_csp and "unsafe" not in docs_csp
     assert "access-control-allow-origin" not in cross.headers  # no CORS unless a setting says
 
 

@@ -50,7 +50,8 @@ def test_analyst_reload_cycle(sqlite_server: Server) -> None:
         policy.write_text(original.replace("when: amount > price", "when: amount > prize"))
         r = c.post("/rules/reload")
         assert r.status_code == 422
-        error = "\n".join(r.json()["errors"])
+        assert r.headers["content-type"] == "application/problem+json"
+        error = "\n".join(f"{e['field']}: {e['message']}" for e in r.json()["errors"])
         assert "risk_appetite.yaml:" in error and "KO-AMOUNT-PRICE" in error
         assert "prize" in error
         assert c.get("/rules").json()["sha256"] == old["sha256"]

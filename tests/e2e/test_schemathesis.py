@@ -1,5 +1,6 @@
 """Schemathesis against the real server's own OpenAPI document: generated and mutated requests
-for every operation (examples, coverage, fuzzing, stateful links) must never get a 5xx.
+for every operation (examples, coverage, fuzzing, stateful links) must never get a 5xx, and
+every answer must conform to the document (status, content type, schema).
 
 Bounded (examples per operation, a time budget, a fixed seed) so CI stays within minutes; the
 seed makes a failure reproducible with the printed `st run` command line.
@@ -17,6 +18,16 @@ import pytest
 from tests.e2e.conftest import Server
 
 SEED = 20261126
+# No 5xx, and every answer is what the document says: a documented status, its media type,
+# a body valid against its schema (problem details for every error).
+CHECKS = ",".join(
+    (
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+    )
+)
 
 
 def _st() -> str:
@@ -36,7 +47,7 @@ def test_no_operation_answers_5xx(server: Server, tmp_path: Path) -> None:
         "run",
         f"{server.url}/schema/openapi.json",
         "--checks",
-        "not_a_server_error",
+        CHECKS,
         "--max-examples",
         "25",
         "--seed",

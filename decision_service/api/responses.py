@@ -1,0 +1,176 @@
+"""What each route answers, for the OpenAPI document: success types, the problem type and the
+statuses that apply (the Gate's on every authenticated route). The handlers build their bodies
+themselves (msgspec, no framework models per request); these types describe those bodies and a
+test validates real answers against them (tests/e2e/test_openapi_conformance.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example, SecurityRequirement, SecurityScheme
+
+from decision_service.api.errors import PROBLEM, error_body
+
+BEARER = "bearer"
+SECURITY_SCHEMES: dict[str, Any] = {
+    BEARER: SecurityScheme(
+        type="http",
+        scheme="bearer",
+        description="An API key made by `decision-service keys create --role ROLE --name NAME` "
+        "(or POST /keys): `Authorization: Bearer <key>`.",
+    )
+}
+SECURED: list[SecurityRequirement] = [{BEARER: []}]
+
+
+class FieldProblem(msgspec.Struct):
+    field: str  # a JSON path into the body ($.age) or a parameter's name (from)
+    message: str
+
+
+class ProblemDetails(msgspec.Struct, kw_only=True):
+    """RFC 9457 problem details (application/problem+json)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldProblem] | None = None
+
+
+class RecordLinks(msgspec.Struct):
+    chain_id: str
+    seq: int
+    prev_hash: str
+    record_hash: str
+    code_version: str
+
+
+class RecordView(msgspec.Struct):
+    """A stored decision exactly as answered, the request exactly as received, its chain links."""
+
+    decision: Any  # the Decision (schema: Decision), byte for byte as answered
+    request: dict[str, Any]
+    record: RecordLinks
+
+
+class DecisionPage(msgspec.Struct):
+    items: list[RecordView]
+    next_cursor: str | None
+
+
+class ActiveRule(msgspec.Struct):
+    id: str
+    stage: int
+    priority: int
+    when: str
+
+
+class RulesStatus(msgspec.Struct):
+    name: str
+    version: str
+    sha256: str
+    engine: str
+    file: str
+    loaded_at: str
+    rules: list[ActiveRule]
+
+
+class Live(msgspec.Struct):
+    status: str
+
+
+class Ready(msgspec.Struct):
+    status: str  # "ready" | "not ready"
+    checks: dict[str, bool]
+
+
+class KeyView(msgspec.Struct):
+    name: str
+    role: str
+    created_at: str
+    last_used_at: str | None
+    revoked_at: str | None
+
+
+class MadeKey(msgspec.Struct):
+    name: str
+    role: str
+    key: str  # shown this once; stored only as a hash
+
+
+def problem(status: int, description: str, detail: str, **members: Any) -> ResponseSpec:
+    example = error_body(status, detail, **members)
+    return ResponseSpec(
+        data_container=ProblemDetails,
+        description=description,
+        media_type=PROBLEM,
+        generate_examples=False,
+        examples=[Example(summary=example["title"], value=example)],
+    )
+
+
+def ok(
+    data: Any, description: str, example: Any = None, media_type: str = "application/json"
+) -> ResponseSpec:
+    return ResponseSpec(
+        data_container=data,
+        description=description,
+        media_type=media_type,
+        generate_examples=False,
+        examples=[Example(summary="example", value=example)] if example is not None else None,
+    )
+
+
+# The Gate (api/gate.py) on every route: 413 everywhere, the key's statuses where one is needed.
+BODY_TOO_LARGE = problem(
+    413,
+    "The declared or streamed body passes DECISION_MAX_BODY_BYTES",
+    "request body larger than 65536 bytes",
+)
+GATED: dict[int, ResponseSpec] = {
+    401: problem(
+        401,
+        "No API key, or an unknown or revoked one (WWW-Authenticate: Bearer)",
+        "an API key is required: Authorization: Bearer <key>",
+    ),
+    403: problem(
+        403, "The key's role may not call this route", "role decider may not call this endpoint"
+    ),
+    413: BODY_TOO_LARGE,
+    429: problem(
+        429,
+        "The key's rate limit is spent (Retry-After: seconds)",
+        "rate limit 200/second exceeded",
+    ),
+}
+UNSUPPORTED = problem(
+    415, "A body that is not application/json", "request body must be application/json"
+)
+PUBLIC_RESPONSES: dict[int, ResponseSpec] = {413: BODY_TOO_LARGE}
+BAD_PARAMETER = problem(
+    400,
+    "A query or path parameter is invalid; `errors` names each",
+    "invalid filter from: expected a date (2026-11-24) or an RFC 3339 date-time "
+    "(2026-11-24T21:00:00Z), got 'yesterday'",
+    kind="invalid-parameter",
+    errors=[
+        {
+            "field": "from",
+            "message": "expected a date (2026-11-24) or an RFC 3339 "
+            "date-time (2026-11-24T21:00:00Z), got 'yesterday'",
+        }
+    ],
+)
+
+
+def gated(own: dict[int, ResponseSpec], *, body: bool = False) -> dict[int, ResponseSpec]:
+    """The Gate's statuses (+415 for routes with a JSON body), then the route's own."""
+    return GATED | ({415: UNSUPPORTED} if body else {}) | own
+
+
+def public(own: dict[int, ResponseSpec]) -> dict[int, ResponseSpec]:
+    return PUBLIC_RESPONSES | own
