@@ -32,6 +32,7 @@ WORKDIR /app
 COPY --from=build /app/.venv /app/.venv
 COPY models ./models
 COPY rules ./rules
+COPY notices ./notices
 RUN mkdir -p /app/var && chown decision:decision /app/var
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

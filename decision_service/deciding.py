@@ -30,6 +30,7 @@ from decision_service.decision import Decision
 from decision_service.pipeline import Versions, decide, versions
 from decision_service.rules.registry import RuleRegistry, Snapshot
 from decision_service.scoring import Scorer
+from decision_service.scoring.registry import ModelRegistry
 
 log = structlog.get_logger("decision_service.deciding")
 
@@ -78,11 +79,12 @@ class IdempotencyConflict(Exception):
 
 class KnownRulesets:
     """Ruleset versions the log can replay: each text is kept in the store (by sha256) before
-    the first decision that cites it, and its version refs are built once."""
+    the first decision that cites it, and its version refs are built once per (model version,
+    ruleset sha256): the registry may switch the live model at any time."""
 
-    def __init__(self, scorer: Scorer, store: AuditStore) -> None:
-        self.scorer, self.store = scorer, store
-        self._refs: dict[str, Versions] = {}
+    def __init__(self, store: AuditStore) -> None:
+        self.store = store
+        self._refs: dict[tuple[str, str], Versions] = {}
         self._kept: set[str] = set()
 
     def remember(self, snap: Snapshot) -> None:
@@ -93,11 +95,12 @@ class KnownRulesets:
                 raise AuditUnavailable(f"cannot keep ruleset {snap.sha256}: {exc}") from exc
             self._kept.add(snap.sha256)
 
-    def refs(self, snap: Snapshot) -> Versions:
-        refs = self._refs.get(snap.sha256)
+    def refs(self, scorer: Scorer, snap: Snapshot) -> Versions:
+        key = (scorer.card.version, snap.sha256)
+        refs = self._refs.get(key)
         if refs is None:
             self.remember(snap)  # first decision on a new version: its text is kept first
-            refs = self._refs[snap.sha256] = versions(self.scorer, snap.engine, snap.sha256)
+            refs = self._refs[key] = versions(scorer, snap.engine, snap.sha256)
         return refs
 
 
@@ -109,15 +112,20 @@ class Deciding:
 
     def __init__(
         self,
-        scorer: Scorer,
+        models: ModelRegistry,
         rules: RuleRegistry,
         store: AuditStore,
         rulesets: KnownRulesets,
         *,
         explain_always: bool = False,
     ) -> None:
-        self.scorer, self.rules, self.store, self.rulesets = scorer, rules, store, rulesets
+        self.models, self.rules, self.store, self.rulesets = models, rules, store, rulesets
         self.explain_always = explain_always
+
+    @property
+    def scorer(self) -> Scorer:
+        """The live model now; a decision takes it once (``decide``) and keeps it."""
+        return self.models.active()
 
     def decide(
         self,
@@ -129,11 +137,12 @@ class Deciding:
     ) -> Decision:
         """A decision on the active snapshot with a new id and the clock; not recorded."""
         snap = self.rules.active()  # held for the whole decision, whatever reloads meanwhile
+        scorer = self.models.active()  # likewise, whatever the registry switches meanwhile
         return decide(
             app,
-            self.scorer,
+            scorer,
             snap.engine,
-            self.rulesets.refs(snap),
+            self.rulesets.refs(scorer, snap),
             explain=explain or self.explain_always,
             decision_id=new_decision_id(),
             decided_at=utc_now(),

@@ -41,12 +41,31 @@ def _when(value: datetime | None) -> str:
     return "" if value is None else value.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _record(
+    settings: Settings, action: str, name: str, before: object, after: object, err: Console
+) -> None:
+    """change_log: who made or revoked which key (the key itself is never recorded)."""
+    from decision_service.audit_cli import cli_actor
+    from decision_service.service import open_store
+
+    try:
+        store = open_store(settings)
+        try:
+            store.record_change_sync(cli_actor(), action, name, before, after)
+        finally:
+            store.engine.dispose()
+            store.reader.dispose()
+    except Exception as exc:
+        err.print(f"[red]warning:[/] the change was made but not recorded in change_log: {exc}")
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     err = Console(stderr=True)
     engine = _engine(settings)
     try:
         if args.keys_command == "create":
             key = create_key(engine, args.name, args.role)
+            _record(settings, "key.create", args.name, None, {"role": args.role}, err)
             if args.format == "json":
                 print(json.dumps({"name": args.name, "role": args.role, "key": key}))
             else:
@@ -76,6 +95,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 Console().print(table)
         else:
             info = revoke_key(engine, args.name)
+            revoked = {"role": info.role, "revoked_at": _when(info.revoked_at)}
+            _record(settings, "key.revoke", args.name, None, revoked, err)
             err.print(f"revoked [bold]{info.name}[/] ({info.role}) at {_when(info.revoked_at)}")
     except KeyRefused as exc:
         err.print(f"[red]error:[/] {exc}")

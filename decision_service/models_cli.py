@@ -16,7 +16,8 @@ from rich.table import Table
 from decision_service.settings import Settings
 
 if TYPE_CHECKING:
-    from decision_service.scoring.registry import ModelRegistry
+    from decision_service.audit import AuditStore
+    from decision_service.scoring.registry import ModelEvent, ModelRegistry
 
 
 def add_parser(sub: Any, func: Any) -> None:
@@ -42,7 +43,26 @@ def _actor(args: argparse.Namespace) -> str:
     try:
         return f"cli:{getpass.getuser()}"
     except Exception:
-        return f"cli:{os.getuid()}"
+        return f"cli:uid-{os.getuid()}"
+
+
+def record_model_change(store: AuditStore, model_name: str, event: ModelEvent) -> str | None:
+    """The switch in change_log too (model.promote|rollback|retire, before/after versions);
+    the model_event row is already committed, so a failure here is reported, not undone.
+    Returns the error, or None once recorded."""
+    before: dict[str, Any] = {"version": event.from_version}  # the live version, before
+    after: dict[str, Any] = {"version": event.to_version, "seq": event.seq, "reason": event.reason}
+    if event.action == "retire":  # the live version does not change; the retired one does
+        before = {"version": event.to_version, "status": "available"}
+        after |= {"status": "retired", "live": event.from_version}
+    try:
+        store.record_change_sync(event.actor, f"model.{event.action}", model_name, before, after)
+    except Exception as exc:
+        structlog.get_logger("decision_service.models").error(
+            "change_log_write_failed", action=f"model.{event.action}", error=str(exc)
+        )
+        return str(exc)
+    return None
 
 
 def listing(registry: ModelRegistry) -> dict[str, Any]:
@@ -158,8 +178,16 @@ def _run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
                     mark = "[green]ok[/]" if check.ok else "[red]FAIL[/]"
                     console.print(f"  {mark} {check.name}: {check.detail}")
             return 1
+        unrecorded = _record(settings, registry.model_name, event)
+        if unrecorded is not None:
+            Console(stderr=True).print(f"[bold red]change_log not written[/]: {unrecorded}")
         if args.format == "json":
-            body = {"ok": True, "event": msgspec.to_builtins(event), "live": registry.state().live}
+            body = {
+                "ok": True,
+                "event": msgspec.to_builtins(event),
+                "live": registry.state().live,
+                "change_log": unrecorded is None,
+            }
             out.write(msgspec.json.encode(body).decode() + "\n")
         else:
             change = (
@@ -174,3 +202,17 @@ def _run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         return 0
     finally:
         registry.close()
+
+
+def _record(settings: Settings, model_name: str, event: ModelEvent) -> str | None:
+    from decision_service.service import open_store
+
+    try:
+        store = open_store(settings)
+    except Exception as exc:
+        return str(exc)
+    try:
+        return record_model_change(store, model_name, event)
+    finally:
+        store.engine.dispose()
+        store.reader.dispose()

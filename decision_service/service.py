@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from decision_service.observability import configure_tracing
 from decision_service.rules.registry import ReloadResult, RuleRegistry
 from decision_service.rules.schema import FactSchema
 from decision_service.scoring import ModelCard, Scorer
+from decision_service.scoring.registry import ModelRegistry
 from decision_service.settings import Settings
 
 
@@ -40,7 +42,7 @@ class Service:
     """Everything a decision needs, loaded and verified, and its lifecycle."""
 
     settings: Settings
-    scorer: Scorer
+    models: ModelRegistry
     rules: RuleRegistry
     store: AuditStore
     tracing: TracerProvider
@@ -49,8 +51,15 @@ class Service:
     deciding: Deciding
     _rules_seen: dict[str, Any] = field(default_factory=dict)  # for change_log's "before"
 
+    @property
+    def scorer(self) -> Scorer:
+        """The live model now (the registry's); a decision takes it once and keeps it."""
+        return self.models.active()
+
     async def start(self) -> None:
         await self.store.start()
+        await asyncio.to_thread(self.models.active)  # loaded before the first request
+        self.models.start_polling()
         self.rulesets.remember(self.rules.active())
         self._rules_seen = self._rules_version()
         if self.settings.rules_watch:
@@ -58,6 +67,7 @@ class Service:
 
     async def stop(self) -> None:
         self.rules.close()
+        await asyncio.to_thread(self.models.close)
         await self.store.close()
         self.tracing.shutdown()  # flush the spans still queued for export
 
@@ -125,9 +135,18 @@ class Service:
             "watch_errors": self.rules.watch_errors,  # failed watcher reloads since start
         }
 
+    def _model_ready(self) -> bool:
+        """The live version is loaded and the registry's log can be read."""
+        try:
+            self.models.refresh()
+            return self.models.active().card.version == self.models.state().live
+        except Exception as exc:
+            log.error("model_not_ready", error=str(exc))
+            return False
+
     async def readiness(self) -> dict[str, bool]:
         return {
-            "model": self.scorer is not None,
+            "model": await asyncio.to_thread(self._model_ready),
             "rules": self.rules.ready(),
             "audit_store": await self.store.ping() and self.store.healthy(),
         }
@@ -145,17 +164,23 @@ def open_store(settings: Settings) -> AuditStore:
     )
 
 
-def bootstrap(settings: Settings) -> Service:
+def bootstrap(
+    settings: Settings, on_switch: Callable[[Scorer, Scorer | None], None] | None = None
+) -> Service:
     """The one place that builds the service from settings (API, CLI, benchmarks, tests)."""
-    scorer = Scorer.load(settings.model_dir)
-    rules = RuleRegistry(settings.rules_dir, card_schema(scorer.card), engine=settings.rules_engine)
+    models = ModelRegistry.from_settings(
+        settings, poll_interval=settings.model_poll_seconds, on_switch=on_switch
+    )
+    # Rules see the application fields: the same in every version's card (application_fields).
+    schema = card_schema(models.scorer(settings.model_dir.name).card)
+    rules = RuleRegistry(settings.rules_dir, schema, engine=settings.rules_engine)
     store = open_store(settings)
     tracing = configure_tracing(settings)
-    rulesets = KnownRulesets(scorer, store)
-    deciding = Deciding(scorer, rules, store, rulesets, explain_always=settings.explain == "always")
+    rulesets = KnownRulesets(store)
+    deciding = Deciding(models, rules, store, rulesets, explain_always=settings.explain == "always")
     return Service(
         settings,
-        scorer,
+        models,
         rules,
         store,
         tracing,

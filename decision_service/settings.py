@@ -33,12 +33,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # "default": the version named in models/<name>/DEFAULT (what serves until the model
     # registry records a promotion); "latest": the highest version; or an exact X.Y.Z.
     model_version: str = "default"
+    model_poll_seconds: float = 1.0  # each worker re-reads the model registry's log this often
     rules_dir: Path = Path("rules")
     rules_engine: Literal["durable_rules", "compiled"] = "durable_rules"
     rules_watch: bool = True  # reload rule files when they change
     database_url: str = "sqlite:///var/decisions.db"
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     explain: Literal["adverse", "always"] = "adverse"  # when model reason codes are computed
+    # Adverse-action notices: each lender's name, contact and rights paragraphs.
+    notices_file: Path = Path("notices/lenders.yaml")
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
     workers: Annotated[int, msgspec.Meta(ge=1)] = 1

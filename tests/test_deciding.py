@@ -27,6 +27,7 @@ from decision_service.audit import (
 from decision_service.audit.idempotency import claim
 from decision_service.deciding import Ask, IdempotencyConflict
 from decision_service.scoring import application_type
+from decision_service.scoring.card import load_card
 from decision_service.service import Service, bootstrap
 from decision_service.settings import load_settings
 from tests.audit.conftest import (  # noqa: F401
@@ -331,3 +332,24 @@ def test_the_key_window_is_a_setting(value: str, seconds: int) -> None:
 def test_a_bad_key_window_is_refused_at_start(value: str) -> None:
     with pytest.raises(msgspec.ValidationError, match="idempotency_ttl"):
         load_settings(environ={"DECISION_IDEMPOTENCY_TTL": value})
+
+
+async def test_the_live_model_comes_from_the_registry(database, raw, application_lines) -> None:
+    """A promotion recorded in the registry's log decides the next decision (this process
+    follows at once, others within a poll); the version refs follow the model, not only the
+    ruleset; a rollback brings the first version back; readiness reads the registry."""
+    cards = {v: load_card(ROOT / "models" / "underwriting" / v) for v in ("1.0.0", "1.1.0")}
+    async with running(database.url) as service:
+        ask = asks(service, application_lines[:1])[0]
+        first = (await service.deciding.decide_and_record(ask)).decision
+        assert first.trace.model.version == "1.0.0"
+        assert (await service.readiness())["model"] is True
+        await asyncio.to_thread(service.models.promote, "1.1.0", "test")
+        second = (await service.deciding.decide_and_record(ask)).decision
+        assert second.trace.model.version == "1.1.0"
+        assert second.trace.model.sha256 == cards["1.1.0"].model_sha256
+        assert second.trace.ruleset == first.trace.ruleset
+        await asyncio.to_thread(service.models.rollback, "test")
+        third = (await service.deciding.decide_and_record(ask)).decision
+        assert third.trace.model == first.trace.model and third.pd == first.pd
+    assert set(decision_ids(raw)) == {first.decision_id, second.decision_id, third.decision_id}

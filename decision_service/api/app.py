@@ -15,6 +15,7 @@ from litestar.types import ASGIApp
 
 from decision_service.access.bootstrap import ensure_first_key
 from decision_service.access.cache import KeyCache
+from decision_service.adverse_action import load_lenders
 from decision_service.api.auth import AccessMiddleware, role_guard
 from decision_service.api.decide import Decider, decide_handler, fast_path
 from decision_service.api.decide_batch import BatchDecider, decide_batch_handler
@@ -25,8 +26,12 @@ from decision_service.api.gate import build_gate
 from decision_service.api.headers import add_security_headers
 from decision_service.api.keys import key_handlers
 from decision_service.api.metrics import Metrics
+from decision_service.api.models import model_handlers
+from decision_service.api.monitoring import drift_handlers
+from decision_service.api.notice import notice_handlers
 from decision_service.api.operations import operation_handlers
 from decision_service.api.responses import SECURITY_SCHEMES
+from decision_service.monitoring.gauges import DriftGauges
 from decision_service.observability import configure_logging
 from decision_service.replay import Replayer
 from decision_service.service import bootstrap
@@ -47,8 +52,9 @@ def create_server_app(settings: Settings | None = None) -> ASGIApp:
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     configure_logging(settings)
-    service = bootstrap(settings)
     metrics = Metrics()
+    service = bootstrap(settings, on_switch=metrics.model_switched)
+    drift_gauges = DriftGauges(metrics.registry)
     replayer = Replayer(settings.models_dir, service.store)
     decider = Decider(service, metrics)
     created = ensure_first_key(service.store.engine, settings.admin_key_file)
@@ -72,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         keys.start()
         await service.start()
+        metrics.model_switched(service.scorer)  # the version serving from the start
         gc.collect()
         gc.freeze()  # long-lived start-up objects leave the GC's working set: shorter pauses
         try:
@@ -90,7 +97,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
             *decision_handlers(service, replayer),
             *operation_handlers(service, metrics),
-            *key_handlers(service.store.engine),
+            *key_handlers(service.store.engine, service.store),
+            *model_handlers(service.models, service.store),
+            *drift_handlers(
+                service.store.reader,
+                settings.models_dir,
+                settings.model_name,
+                settings.model_dir.name,
+                drift_gauges,
+            ),
+            *notice_handlers(service.store, load_lenders(settings.notices_file)),
         ],
         lifespan=[lifespan],
         # Access control: one middleware + one guard, both reading each route's opt["roles"].

@@ -7,13 +7,18 @@ from typing import Any
 
 import msgspec
 import sqlalchemy as sa
+import structlog
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
 from decision_service.access.keys import KeyInfo, KeyRefused, create_key, list_keys, revoke_key
+from decision_service.api.actor import actor_name
 from decision_service.api.errors import error, json_response
 from decision_service.api.openapi import request_body_operation
 from decision_service.api.responses import SECURED, KeyView, MadeKey, gated, ok, problem
+from decision_service.audit import AuditStore, AuditUnavailable
+
+log = structlog.get_logger("decision_service.access")
 
 ADMIN_ONLY = {"roles": ["admin"]}
 
@@ -52,7 +57,16 @@ def key_view(k: KeyInfo) -> dict[str, Any]:
     }
 
 
-def key_handlers(engine: sa.Engine) -> list[Any]:
+def key_handlers(engine: sa.Engine, store: AuditStore | None = None) -> list[Any]:
+    async def changed(request: Request, action: str, name: str, after: dict[str, Any]) -> None:
+        """change_log: which key made or revoked which key; the change stands if it fails."""
+        if store is None:
+            return
+        try:
+            await store.record_change(actor_name(request), action, name, None, after)
+        except AuditUnavailable as exc:
+            log.error("change_log_write_failed", action=action, error=str(exc))
+
     @get(
         "/keys",
         tags=["keys"],
@@ -88,6 +102,7 @@ def key_handlers(engine: sa.Engine) -> list[Any]:
             key = await asyncio.to_thread(create_key, engine, wanted.name, wanted.role)
         except KeyRefused as exc:
             return error(409 if "exists" in str(exc) else 422, str(exc))
+        await changed(request, "key.create", wanted.name, {"role": wanted.role})
         return json_response({"name": wanted.name, "role": wanted.role, "key": key}, 201)
 
     @post(
@@ -99,11 +114,13 @@ def key_handlers(engine: sa.Engine) -> list[Any]:
         security=SECURED,
         responses=REVOKED,
     )
-    async def revoke(name: FromPath[str]) -> Response:
+    async def revoke(request: Request, name: FromPath[str]) -> Response:
         try:
             info = await asyncio.to_thread(revoke_key, engine, name)
         except KeyRefused as exc:
             return error(404, str(exc))
+        when = info.revoked_at.isoformat() if info.revoked_at else None
+        await changed(request, "key.revoke", name, {"role": info.role, "revoked_at": when})
         return json_response(key_view(info))
 
     return [keys, make_key, revoke]

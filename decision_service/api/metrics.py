@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from decision_service.scoring import Scorer
+
 
 class Metrics:
     content_type = CONTENT_TYPE_LATEST
@@ -49,6 +51,19 @@ class Metrics:
             ["name", "version", "sha256", "engine"],
             registry=self.registry,
         )
+
+        self.model_info = Gauge(
+            "model_active",
+            "Live model version (1), set on every registry switch",
+            ["name", "version", "sha256"],
+            registry=self.registry,
+        )
+
+    def model_switched(self, new: Scorer, old: Scorer | None = None) -> None:
+        """The registry's on_switch: one labelled series, the live version's."""
+        self.model_info.clear()
+        card = new.card
+        self.model_info.labels(card.name, card.version, card.model_sha256).set(1)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,7 +1,7 @@
 """Operators' model registry endpoints: GET /models, POST /models/active (admin).
 
-Not registered in app.py yet: the app's composition root wires `model_handlers(registry)`
-(see the ModelRegistry docstring for how the live version is followed).
+Every switch is in the registry's log (model_event) and in change_log (who, from → to); see the
+ModelRegistry docstring for how every worker follows the live version.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import msgspec
 import sqlalchemy as sa
 from litestar import Request, Response, get, post
 
+from decision_service.api.actor import actor_name
 from decision_service.api.errors import error, json_response
-from decision_service.models_cli import listing
+from decision_service.audit import AuditStore
+from decision_service.models_cli import listing, record_model_change
 from decision_service.scoring.registry import ModelRegistry, RegistryError
 
 
@@ -26,19 +28,12 @@ class ActiveModelChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     reason: str | None = None
 
 
-def request_actor(request: Request) -> str:
-    """Who asks: the API key's name once authentication sets `scope["user"]`."""
-    user = request.scope.get("user")
-    name = getattr(user, "name", None) or (user.get("name") if isinstance(user, dict) else None)
-    return f"api:{name}" if name else "api:anonymous"
-
-
-def model_handlers(registry: ModelRegistry) -> list[Any]:
+def model_handlers(registry: ModelRegistry, store: AuditStore) -> list[Any]:
     @get(
         "/models",
         tags=["models"],
         summary="Model versions, the live one, promotion gate results and the model log",
-        opt={"roles": ["analyst", "auditor", "admin"]},
+        opt={"roles": ["analyst", "auditor"]},  # and admin, who may call everything
     )
     async def list_models() -> Response:
         try:
@@ -61,7 +56,7 @@ def model_handlers(registry: ModelRegistry) -> list[Any]:
             return error(400, f"invalid body: {exc}")
         if change.action == "promote" and not change.version:
             return error(400, "promote needs a version")
-        actor = request_actor(request)
+        actor = actor_name(request)
         try:
             if change.action == "promote":
                 event = await asyncio.to_thread(
@@ -74,6 +69,9 @@ def model_handlers(registry: ModelRegistry) -> list[Any]:
             return error(exc.status, str(exc), gate=gate, live=registry.state().live)
         except sa.exc.SQLAlchemyError:
             return error(503, "model registry unavailable: nothing was changed", live=None)
-        return json_response({"event": event, "live": registry.state().live})
+        unrecorded = await asyncio.to_thread(record_model_change, store, registry.model_name, event)
+        return json_response(
+            {"event": event, "live": registry.state().live, "change_log": unrecorded is None}
+        )
 
     return [list_models, set_active]

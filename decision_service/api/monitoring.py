@@ -1,8 +1,8 @@
 """GET /monitoring/drift: PSI of every feature, pd and the outcome mix over a window.
 
-Not registered in app.py yet; the composition root wires
-`drift_handlers(service.store.reader, settings.models_dir, settings.model_name,
-settings.model_dir.name, gauges)`.
+Analysts (who own the model's monitoring) and auditors (fair lending, model risk) may read it,
+admin as always; it shows aggregates only (PSI, shares), never an application, so it is not an
+access_log read. Not public like /metrics: the feature distributions are the lender's business.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def drift_handlers(
         "/monitoring/drift",
         tags=["monitoring"],
         summary="PSI per feature, pd and outcome mix over a window of stored decisions",
-        opt={"roles": ["analyst", "auditor", "admin"]},
+        opt={"roles": ["analyst", "auditor"]},
     )
     async def drift(
         from_: Annotated[datetime | None, QueryParameter(name="from")] = None,

@@ -1,12 +1,13 @@
 """GET /decisions/{decision_id}/notice: the adverse-action notice (auditor), JSON or HTML.
 
-Not registered in app.py yet; the composition root wires
-`notice_handlers(service.store, load_lenders(Path("notices/lenders.yaml")))`.
+It reads personal data: the read is recorded in access_log (who, which decision) and committed
+before the notice is answered; 503 if it cannot be recorded.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from typing import Any, Literal
 
 import msgspec
@@ -15,8 +16,13 @@ from litestar import Request, Response, get
 from litestar.params import FromPath, FromQuery
 
 from decision_service.adverse_action import LenderBook, NoAdverseAction, Notice, build_notice
-from decision_service.api.errors import error, json_response
+from decision_service.api.actor import actor_name
+from decision_service.api.errors import error, error_body, json_response
 from decision_service.audit import AuditStore, AuditUnavailable
+from decision_service.audit.queries import DECISION_ID_PATTERN
+
+ROUTE = "GET /decisions/{decision_id}/notice"
+_is_decision_id = re.compile(DECISION_ID_PATTERN).match
 
 
 def _money(value: float | None) -> str:
@@ -57,7 +63,7 @@ def notice_handlers(store: AuditStore, lenders: LenderBook) -> list[Any]:
         "/decisions/{decision_id:str}/notice",
         tags=["audit"],
         summary="Adverse-action notice: principal reasons in plain language (JSON or HTML)",
-        opt={"roles": ["auditor", "admin"]},
+        opt={"roles": ["auditor"]},  # and admin
     )
     async def notice(
         request: Request,
@@ -70,9 +76,16 @@ def notice_handlers(store: AuditStore, lenders: LenderBook) -> list[Any]:
         except KeyError as exc:
             return error(400, str(exc.args[0]))
         try:
-            stored = await store.get(decision_id)
+            stored = await store.get(decision_id) if _is_decision_id(decision_id) else None
         except (AuditUnavailable, sa.exc.SQLAlchemyError):
             return error(503, "audit store unavailable")
+        filters = {"decision_id": decision_id, "lender": lender, "format": format}
+        try:
+            returned = 0 if stored is None else 1
+            await store.record_access(actor_name(request), ROUTE, filters, returned)
+        except AuditUnavailable as exc:
+            body = error_body(503, f"the read could not be recorded: {exc}")
+            return json_response(body, 503, headers={"retry-after": "1"})
         if stored is None:
             return error(404, f"no decision {decision_id}")
         decode = msgspec.json.decode

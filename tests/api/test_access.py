@@ -29,6 +29,10 @@ CONTRACT = {
     ("GET", "/keys"): ("admin",),
     ("POST", "/keys"): ("admin",),
     ("POST", "/keys/{name:str}/revoke"): ("admin",),
+    ("GET", "/models"): ("analyst", "auditor"),
+    ("POST", "/models/active"): ("admin",),
+    ("GET", "/monitoring/drift"): ("analyst", "auditor"),
+    ("GET", "/decisions/{decision_id:str}/notice"): ("auditor",),
 }
 
 

@@ -127,6 +127,7 @@ def start_server(
     if not rules_dir.exists():
         shutil.copytree(ROOT / "rules", rules_dir)
         (workdir / "models").symlink_to(ROOT / "models")
+        (workdir / "notices").symlink_to(ROOT / "notices")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DECISION_")}
     env |= {

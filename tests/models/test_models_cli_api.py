@@ -1,5 +1,6 @@
 """`decision-service models …` and the GET /models, POST /models/active handlers, on a real
-database (the handlers are mounted on a bare Litestar app until the service wires them)."""
+database (the handlers on a bare Litestar app; tests/e2e/test_models_registry.py has them in the
+real server); every switch is also in change_log with its actor."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import json
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from litestar import Litestar
 from litestar.testing import TestClient
 
 from decision_service.api.models import model_handlers
+from decision_service.audit.tables import change_log_table
 from decision_service.cli import main
 from decision_service.scoring.registry import ModelRegistry
+from decision_service.service import open_store
+from decision_service.settings import load_settings
 
 
 @pytest.fixture
@@ -20,7 +25,25 @@ def env(models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> st
     url = f"sqlite:///{tmp_path / 'var' / 'decisions.db'}"
     monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.setenv("DECISION_MODELS_DIR", str(models_dir))
+    monkeypatch.setenv("DECISION_AUDIT_KEY_FILE", str(tmp_path / "var" / "audit.key"))
+    monkeypatch.setenv("DECISION_AUDIT_CHECKPOINT_FILE", str(tmp_path / "var" / "cp.jsonl"))
     return url
+
+
+def _changes(url: str) -> list[tuple[str, str, str, str]]:
+    """change_log's model rows: (actor, action, before, after)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            t = change_log_table
+            rows = conn.execute(
+                sa.select(t.c.actor, t.c.action, t.c.before, t.c.after)
+                .where(t.c.action.like("model.%"))
+                .order_by(t.c.seq)
+            ).all()
+    finally:
+        engine.dispose()
+    return [(a, act, json.loads(b)["version"], json.loads(af)["version"]) for a, act, b, af in rows]
 
 
 def _json(capsys: pytest.CaptureFixture[str]) -> dict:
@@ -57,13 +80,19 @@ def test_models_cli_lists_promotes_refuses_rolls_back_and_retires(
     assert main(["models", "list"]) == 0  # the rich table and the log
     table = capsys.readouterr().out
     assert "live 1.0.0" in table and "retired" in table and "model log" in table
+    assert _changes(env) == [
+        ("alice", "model.promote", "1.0.0", "1.1.0"),
+        ("bob", "model.rollback", "1.1.0", "1.0.0"),
+        ("carol", "model.retire", "1.1.0", "1.1.0"),  # retired; 1.0.0 stays live
+    ]
 
 
 def test_models_endpoints(models_dir: Path, env: str) -> None:
     registry = ModelRegistry(models_dir, "underwriting", "1.0.0", env)
-    handlers = model_handlers(registry)
+    store = open_store(load_settings())
+    handlers = model_handlers(registry, store)
     assert {h.handler_name: h.opt["roles"] for h in handlers} == {
-        "list_models": ["analyst", "auditor", "admin"],
+        "list_models": ["analyst", "auditor"],  # and admin, who may call every route
         "set_active": ["admin"],
     }
     try:
@@ -81,7 +110,8 @@ def test_models_endpoints(models_dir: Path, env: str) -> None:
             assert bad.status_code == 400  # unknown fields are refused, not ignored
             ok = client.post("/models/active", json={"version": "1.1.0", "reason": "FL-7"})
             assert ok.status_code == 200 and ok.json()["live"] == "1.1.0"
-            assert ok.json()["event"]["actor"] == "api:anonymous"
+            assert ok.json()["event"]["actor"] == "anonymous"  # no auth on this bare app
+            assert ok.json()["change_log"] is True
             again = client.post("/models/active", json={"version": "1.1.0"})
             assert again.status_code == 409
             back = client.post("/models/active", json={"action": "rollback"})
@@ -90,5 +120,11 @@ def test_models_endpoints(models_dir: Path, env: str) -> None:
                 "promote",
                 "rollback",
             ]
+        assert _changes(env) == [
+            ("anonymous", "model.promote", "1.0.0", "1.1.0"),
+            ("anonymous", "model.rollback", "1.1.0", "1.0.0"),
+        ]
     finally:
         registry.close()
+        store.engine.dispose()
+        store.reader.dispose()

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import sqlalchemy as sa
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from decision_service.adverse_action import MAX_REASONS, PLAIN, SCORE_RULES, load_lenders
-from decision_service.api.notice import notice_handlers
+from decision_service.api.notice import ROUTE, notice_handlers
 from decision_service.audit import AuditStore
+from decision_service.audit.tables import access_log_table
 from decision_service.pipeline import decide, versions
 from decision_service.rules.registry import build_snapshot
 from decision_service.scoring import Scorer, application_type
@@ -63,7 +65,7 @@ async def test_notices_cite_at_most_four_plain_reasons_by_importance(stored) -> 
     store, kinds = stored
     assert {"approve", "reduced", "refer", "decline", "decline-score"} <= set(kinds)
     handlers = notice_handlers(store, load_lenders(LENDERS))
-    assert handlers[0].opt["roles"] == ["auditor", "admin"]
+    assert handlers[0].opt["roles"] == ["auditor"]  # and admin, who may call every route
     plain = set(PLAIN.values())
     async with AsyncTestClient(Litestar(route_handlers=handlers)) as client:
         for kind in ("decline", "decline-score", "refer", "reduced"):
@@ -101,3 +103,10 @@ async def test_notices_cite_at_most_four_plain_reasons_by_importance(stored) -> 
         assert unknown.status_code == 400 and "unknown lender" in unknown.json()["detail"]
         as_json = await client.get(f"/decisions/{d['decision_id']}/notice?format=json")
         assert json.loads(as_json.text)["decision_id"] == d["decision_id"]
+    # every read (found or not) is in access_log, committed before the answer
+    with store.engine.connect() as conn:
+        t = access_log_table
+        reads = conn.execute(sa.select(t.c.route, t.c.filters, t.c.returned)).all()
+    assert {r.route for r in reads} == {ROUTE}
+    read = {json.loads(r.filters)["decision_id"]: r.returned for r in reads}
+    assert read["nope"] == 0 and read[d["decision_id"]] == 1
