@@ -124,6 +124,12 @@ def _drift(args: argparse.Namespace) -> int:
     return drift_cli.run(args, _settings(args))
 
 
+def _challengers(args: argparse.Namespace) -> int:
+    from decision_service.challengers import cli as challengers_cli
+
+    return challengers_cli.run(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="decision-service", description=__doc__)
     parser.add_argument("--config", type=Path, default=None, help="settings TOML file")
@@ -214,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     from decision_service.monitoring.cli import add_parser as add_drift
 
     add_drift(sub, _drift)
+
+    from decision_service.challengers.cli import add_parser as add_challengers
+
+    add_challengers(sub, _challengers)
     return parser
 
 

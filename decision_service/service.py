@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
 from decision_service.audit import AuditStore, AuditUnavailable, CheckpointFile, Keyring
+from decision_service.challengers.shadow import ChallengerModels, Shadow
 from decision_service.deciding import Deciding, KnownRulesets
 from decision_service.decision import Decision
 from decision_service.observability import configure_tracing
@@ -67,6 +68,10 @@ class Service:
         if result.ok:
             with contextlib.suppress(AuditUnavailable):  # retried by the first decision
                 self.rulesets.remember(self.rules.active())
+            shadow = self.deciding.shadow
+            if shadow is not None and shadow.models is not None:  # challenger models, warm
+                versions = [c.ruleset.model for c in self.rules.challengers() if c.ruleset.model]
+                await asyncio.to_thread(shadow.models.warm, versions)
         return result.ok, result.errors
 
     # Kept for callers written before bootstrap/deciding (batch, challengers on other branches).
@@ -152,7 +157,17 @@ def bootstrap(settings: Settings) -> Service:
     store = open_store(settings)
     tracing = configure_tracing(settings)
     rulesets = KnownRulesets(scorer, store)
-    deciding = Deciding(scorer, rules, store, rulesets, explain_always=settings.explain == "always")
+    models = ChallengerModels(settings.models_dir / settings.model_name)
+    models.warm(c.ruleset.model for c in rules.challengers() if c.ruleset.model)
+    shadow = Shadow(models)
+    deciding = Deciding(
+        scorer,
+        rules,
+        store,
+        rulesets,
+        explain_always=settings.explain == "always",
+        shadow=shadow,
+    )
     return Service(
         settings,
         scorer,

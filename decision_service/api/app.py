@@ -15,6 +15,7 @@ from litestar.types import ASGIApp
 from decision_service.access.bootstrap import ensure_first_key
 from decision_service.access.cache import KeyCache
 from decision_service.api.auth import AccessMiddleware, role_guard
+from decision_service.api.challengers import challenger_handlers
 from decision_service.api.decide import Decider, decide_handler, fast_path
 from decision_service.api.decisions import decision_handlers
 from decision_service.api.gate import build_gate
@@ -44,6 +45,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings)
     service = bootstrap(settings)
     metrics = Metrics()
+    if service.deciding.shadow is not None:  # a challenger that raised: counted per name
+        service.deciding.shadow.on_error = lambda name: metrics.challenger_errors.labels(name).inc()
     replayer = Replayer(settings.models_dir, service.store)
     decider = Decider(service, metrics)
     created = ensure_first_key(service.store.engine, settings.admin_key_file)
@@ -83,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *decision_handlers(service, replayer),
             *operation_handlers(service, metrics),
             *key_handlers(service.store.engine),
+            *challenger_handlers(service.store.reader),
         ],
         lifespan=[lifespan],
         # Access control: one middleware + one guard, both reading each route's opt["roles"].

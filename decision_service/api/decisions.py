@@ -19,6 +19,8 @@ from decision_service.api.actor import actor_name
 from decision_service.api.errors import error, error_body, json_response
 from decision_service.audit import AuditUnavailable, Filters, InvalidCursor, StoredDecision
 from decision_service.audit.queries import DECISION_ID_PATTERN, MAX_LIMIT
+from decision_service.challengers.stored import results_for
+from decision_service.challengers.stored import view as challenger_view
 from decision_service.replay import Replayer, ReplayError
 from decision_service.service import Service
 
@@ -63,7 +65,13 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
             return refused
         if stored is None:
             return error(404, f"no decision {decision_id}")
-        return json_response(record_view(stored))
+        view = record_view(stored)
+        try:  # what the challengers would have decided (recorded, never answered)
+            rows = await asyncio.to_thread(results_for, store.reader, decision_id)
+        except Exception as exc:
+            return json_response(error_body(503, f"audit store unavailable: {exc}"), 503)
+        view["challengers"] = [challenger_view(r) for r in rows]
+        return json_response(view)
 
     @get(
         "/decisions",

@@ -50,5 +50,12 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.challenger_errors = Counter(
+            "challenger_errors",
+            "Challenger evaluations that raised (recorded with the decision, ignored)",
+            ["challenger"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

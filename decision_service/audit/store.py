@@ -35,7 +35,7 @@ from typing import Any
 import sqlalchemy as sa
 import uuid_utils
 
-from decision_service.audit import chain, fencing, idempotency, queries
+from decision_service.audit import chain, challenger_records, fencing, idempotency, queries
 from decision_service.audit.checkpoints import CheckpointFile, Head
 from decision_service.audit.engine import SQLiteSync, is_sqlite, make_engine
 from decision_service.audit.keys import DEFAULT_KEY_FILE, Keyring
@@ -43,6 +43,7 @@ from decision_service.audit.logs import LogWriter
 from decision_service.audit.records import record_columns
 from decision_service.audit.tables import (
     chain_head_table,
+    challenger_result_table,
     create_tables,
     decision_rule_table,
     decision_table,
@@ -119,6 +120,7 @@ class _Pending:
     records: list[tuple[dict[str, Any], list[str]]]  # (columns, fired rule ids)
     claim: idempotency.Claim | None
     future: asyncio.Future[None]
+    challengers: list[dict[str, Any]] | None = None  # challenger_result rows (challengers)
 
 
 def _records(batch: list[_Pending]) -> Iterator[tuple[dict[str, Any], list[str]]]:
@@ -266,7 +268,12 @@ class AuditStore(AuditTrail):
     # -- writing -----------------------------------------------------------------------------
 
     async def append(
-        self, request: bytes | str, decision: Decision, *, claim: idempotency.Claim | None = None
+        self,
+        request: bytes | str,
+        decision: Decision,
+        *,
+        claim: idempotency.Claim | None = None,
+        challengers: list[dict[str, Any]] | None = None,
     ) -> None:
         """Record one decision; returns once it is committed, else raises AuditUnavailable
         (``CommitOutcomeUnknown`` if it may have landed; ``KeyTaken`` if ``claim``'s key was
@@ -275,7 +282,7 @@ class AuditStore(AuditTrail):
             raise AuditUnavailable("audit store is not running")
         record = record_columns(request, decision, self.code_version)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending([record], claim, future))
+        self._queue.put_nowait(_Pending([record], claim, future, challengers or None))
         await future
 
     async def append_many(
@@ -283,15 +290,17 @@ class AuditStore(AuditTrail):
         items: Iterable[tuple[bytes | str, Decision]],
         *,
         claim: idempotency.Claim | None = None,
+        challengers: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Record one request's decisions in ONE commit (all or none), like ``append``."""
+        """Record one request's decisions in ONE commit (all or none), like ``append``;
+        ``challengers``: their challenger_result rows, in the same commit."""
         if self._closed or self._queue is None:
             raise AuditUnavailable("audit store is not running")
         records = [record_columns(req, d, self.code_version) for req, d in items]
         if not records:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(records, claim, future))
+        self._queue.put_nowait(_Pending(records, claim, future, challengers or None))
         await future
 
     async def find_key(self, key: str) -> idempotency.Stored | None:
@@ -484,6 +493,14 @@ class AuditStore(AuditTrail):
             bulk_insert(conn, decision_table, rows)
             if rule_rows:
                 bulk_insert(conn, decision_rule_table, rule_rows)
+            shadow_rows = [
+                challenger_records.sign(self.keyring, key_id, row)
+                for pending in batch
+                if pending.challengers
+                for row in pending.challengers
+            ]
+            if shadow_rows:  # challengers: in their decisions' commit, each row MAC'd
+                bulk_insert(conn, challenger_result_table, shadow_rows)
             self._write_claims(conn, batch)
             head = {"last_seq": seq, "last_hash": prev_hash, "updated_at": datetime.now(UTC)}
             if first_seq == 0:
