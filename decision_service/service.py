@@ -128,6 +128,20 @@ class Service:
             # every version in rules/: active, scheduled (effective_from ahead) or past
             "versions": self.rules.versions_status(),
             "watch_errors": self.rules.watch_errors,  # failed watcher reloads since start
+            # run after the champion on live traffic, recorded, never answered
+            "challengers": [
+                {
+                    "name": c.name,
+                    "version": c.version,
+                    "sha256": c.sha256,
+                    "file": c.file,
+                    "sample": c.ruleset.sample,
+                    "model_version": c.ruleset.model,
+                    "effective_from": c.ruleset.effective_from,
+                    "effective_to": c.ruleset.effective_to,
+                }
+                for c in self.rules.challengers()
+            ],
         }
 
     async def readiness(self) -> dict[str, bool]:
