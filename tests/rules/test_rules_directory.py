@@ -1,6 +1,6 @@
 """The rules directory: one champion decides; other files are scheduled versions of it; a file
-of another ruleset is refused (a `role: challenger` file sits beside the champion) while the old snapshots keep
-serving; the version in force changes at its effective_from without a reload."""
+of another ruleset is refused while the old snapshots keep serving (a `role: challenger` file
+sits beside the champion); the version in force changes at its effective_from without a reload."""
 
 from __future__ import annotations
 
