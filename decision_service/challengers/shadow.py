@@ -31,6 +31,7 @@ from decision_service.scoring import Scorer
 
 log = structlog.get_logger("decision_service.challengers")
 _encode = msgspec.json.Encoder().encode
+RETRY_S = 30.0  # a model version that failed to load is tried again after this long
 MAX_ERROR = 2000  # characters of an exception's text kept in the row
 
 
@@ -57,6 +58,7 @@ class ChallengerModels:
     def __init__(self, models_root: Path) -> None:
         self.root = models_root  # models/<name>/: one directory per version
         self._scorers: dict[str, Scorer | Exception] = {}
+        self._failed_at: dict[str, float] = {}  # when a version last failed to load
         self._lock = threading.Lock()
 
     def get(self, version: str) -> Scorer:
@@ -64,6 +66,10 @@ class ChallengerModels:
         if scorer is None:
             scorer = self._load(version)
         if isinstance(scorer, Exception):
+            if time.monotonic() - self._failed_at.get(version, 0.0) > RETRY_S:
+                # fixed on disk meanwhile? try again off the request path (never slows one)
+                self._failed_at[version] = time.monotonic()
+                threading.Thread(target=self.warm, args=([version],), daemon=True).start()
             raise scorer
         return scorer
 
@@ -76,6 +82,7 @@ class ChallengerModels:
                 except Exception as exc:  # recorded on every row of this challenger
                     log.error("challenger_model_unloadable", version=version, error=str(exc))
                     got = RuntimeError(f"model {version} cannot be loaded: {exc}")
+                    self._failed_at[version] = time.monotonic()
                 self._scorers[version] = got
             return got
 

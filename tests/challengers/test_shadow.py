@@ -151,9 +151,15 @@ async def test_replay_rechecks_the_challenger_and_sees_tampering(
         decisions = await decide_all(service, application_lines[:20])
         replayer = Replayer(tmp_path / "models", service.store)
         try:
-            for d in decisions:
+            v110 = service.deciding.shadow.models.get("1.1.0")
+            decode = msgspec.json.Decoder(application_type(service.scorer.card)).decode
+            by_id = {r["decision_id"]: r for r in rows(database.url)}
+            for d, line in zip(decisions, application_lines[:20], strict=True):
                 result = replayer.replay(await service.store.get(d.decision_id))
                 assert result.identical and result.challengers == 1, result.differences
+                # its own model's pd, not the champion's
+                assert by_id[d.decision_id]["pd"] == v110.predict(v110.features(decode(line)))
+                assert by_id[d.decision_id]["model_version"] == "1.1.0"
             target = decisions[0].decision_id
             engine = make_engine(database.url)
             with engine.begin() as conn:
