@@ -77,6 +77,9 @@ def test_replay_rechecks_the_challengers(server: Server, decided: list[dict]) ->
             body = r.json()
             assert body["identical"], body["differences"]
             assert body["challengers"] >= 2
+    cli = server.cli("audit", "replay", "--all")
+    assert cli.returncode == 0, cli.stderr
+    assert f"replayed {N}: {N} identical, 0 different" in cli.stdout
 
 
 def test_report_over_http_and_cli(server: Server, decided: list[dict]) -> None:
