@@ -210,9 +210,7 @@ def report(
 
 
 def to_json(rep: ChallengerReport) -> bytes:
-    data = msgspec.to_builtins(rep)
-    data["challenger_side"] = data.pop("challenger_side")
-    return msgspec.json.encode(data)
+    return msgspec.json.encode(rep)
 
 
 def render_html(rep: ChallengerReport) -> str:
