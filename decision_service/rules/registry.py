@@ -405,7 +405,12 @@ def challenger_errors(challengers: tuple[RulesetSnapshot, ...], champion: str) -
     seen: dict[str, RulesetSnapshot] = {}
     for snap in challengers:
         where = f"{snap.file}:{snap.ruleset.positions.get('ruleset', (1, 1))[0]}:1"
-        if snap.name == champion:
+        if len(snap.name) > 128 or len(snap.version) > 64:  # the challenger_result columns
+            errors.append(
+                f"{where}: a challenger's `ruleset` name is at most 128 characters and its "
+                "`version` at most 64"
+            )
+        elif snap.name == champion:
             errors.append(
                 f"{where}: challenger {snap.name!r} has the champion's name: give it its own "
                 "`ruleset` name (reports and records are by that name)"

@@ -101,6 +101,14 @@ def test_a_bad_challenger_is_refused_without_touching_the_champion(rules_dir):
     (rules_dir / "challenger.yaml").unlink()
     result = reg.reload()
     assert not result.ok and any("two challengers named 'same'" in e for e in result.errors)
+    (rules_dir / "c2.yaml").unlink()  # too long for its record: refused at load, never at commit
+    (rules_dir / "c1.yaml").write_text(
+        BASE.replace("ruleset: risk-appetite", "ruleset: same\nrole: challenger").replace(
+            "version: 2026.11.1", "version: " + "v" * 65
+        )
+    )
+    result = reg.reload()
+    assert not result.ok and any("at most 64" in e for e in result.errors), result.errors
     assert reg.active() is before and reg.challengers() == ()
 
 
