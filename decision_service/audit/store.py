@@ -111,6 +111,7 @@ class WriterStats:
     failed_batches: int = 0
     failed_records: int = 0
     largest_batch: int = 0
+    challenger_rows_refused: int = 0  # challenger_result rows the database refused (dropped)
 
 
 @dataclass(slots=True)
@@ -500,7 +501,7 @@ class AuditStore(AuditTrail):
                 for row in pending.challengers
             ]
             if shadow_rows:  # challengers: in their decisions' commit, each row MAC'd
-                bulk_insert(conn, challenger_result_table, shadow_rows)
+                self._write_challengers(conn, shadow_rows)
             self._write_claims(conn, batch)
             head = {"last_seq": seq, "last_hash": prev_hash, "updated_at": datetime.now(UTC)}
             if first_seq == 0:
@@ -509,6 +510,19 @@ class AuditStore(AuditTrail):
                 conn.execute(_MOVE_HEAD, {"head_chain_id": self.chain_id, **head})
         # Committed: only now does the chain state move forward.
         self._seq, self._prev_hash, self._resync = seq, prev_hash, False
+
+    def _write_challengers(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        """Challenger rows under a savepoint: if the database refuses them, the decisions are
+        committed without them (a challenger never fails a decision); a lost connection is
+        still the batch's failure."""
+        try:
+            with conn.begin_nested():
+                bulk_insert(conn, challenger_result_table, rows)
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            self.stats.challenger_rows_refused += len(rows)
+            log.error("challenger rows refused, decisions recorded without them: %s", exc)
 
     def _write_claims(self, conn: sa.Connection, batch: list[_Pending]) -> None:
         """Idempotency keys, in the transaction of their decisions (nothing without keys)."""

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
-from decision_service.audit import make_engine
+from decision_service.audit import create_tables, make_engine
 from decision_service.audit.tables import challenger_result_table, decision_table
 from decision_service.challengers import report as challenger_report
 from decision_service.challengers import sampled
@@ -223,3 +223,40 @@ async def test_report_matches_a_direct_computation(database: Database, tmp_path,
         assert rule.after == pytest.approx(ch_fired[rule.rule] / N)
     html = challenger_report.render_html(rep)
     assert html.count("<svg") >= 2 and "tighter-pd" in html
+
+
+async def test_challenger_rows_the_database_refuses_cost_no_decision(
+    database: Database, tmp_path, application_lines
+):
+    """The database refuses every challenger row that says decline (a real constraint): those
+    decisions are committed all the same, without their challenger row."""
+    engine = make_engine(database.url)
+    try:
+        create_tables(engine)
+        with engine.begin() as conn:
+            if engine.dialect.name == "sqlite":
+                conn.exec_driver_sql(
+                    "CREATE TRIGGER no_decline BEFORE INSERT ON challenger_result "
+                    "WHEN NEW.outcome = 'decline' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+                )
+            else:
+                conn.exec_driver_sql(
+                    "ALTER TABLE challenger_result ADD CONSTRAINT no_decline "
+                    "CHECK (outcome IS DISTINCT FROM 'decline')"
+                )
+    finally:
+        engine.dispose()
+    rules = rules_dir(tmp_path, challenger=challenger())
+    async with running(database.url, rules, models_dir(tmp_path), tmp_path) as service:
+        decisions = await decide_all(service, application_lines[:40])
+        refused = service.store.stats.challenger_rows_refused
+    engine = make_engine(database.url)
+    try:
+        with engine.connect() as conn:
+            stored = {r[0] for r in conn.execute(sa.select(decision_table.c.decision_id))}
+    finally:
+        engine.dispose()
+    assert stored == {d.decision_id for d in decisions}  # every decision committed
+    kept = rows(database.url)
+    assert all(r["outcome"] != "decline" for r in kept)
+    assert refused > 0 and refused + len(kept) == len(decisions)
