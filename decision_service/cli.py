@@ -142,6 +142,12 @@ def _db(args: argparse.Namespace) -> int:
     return db_cli.run(args, _settings(args))
 
 
+def _challengers(args: argparse.Namespace) -> int:
+    from decision_service.challengers import cli as challengers_cli
+
+    return challengers_cli.run(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="decision-service", description=__doc__)
     parser.add_argument("--config", type=Path, default=None, help="settings TOML file")
@@ -235,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     db_cli.add_parser(sub)
     sub.choices["db"].set_defaults(func=_db)
+    from decision_service.challengers.cli import add_parser as add_challengers
+
+    add_challengers(sub, _challengers)
     return parser
 
 

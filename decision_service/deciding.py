@@ -26,6 +26,7 @@ import uuid_utils
 
 from decision_service.audit import AuditStore, AuditUnavailable, Claim, KeyTaken
 from decision_service.audit.idempotency import Stored
+from decision_service.challengers.shadow import Shadow
 from decision_service.decision import Decision
 from decision_service.pipeline import Versions, decide, versions
 from decision_service.rules.registry import RuleRegistry, Snapshot
@@ -118,9 +119,11 @@ class Deciding:
         rulesets: KnownRulesets,
         *,
         explain_always: bool = False,
+        shadow: Shadow | None = None,
     ) -> None:
         self.models, self.rules, self.store, self.rulesets = models, rules, store, rulesets
         self.explain_always = explain_always
+        self.shadow = shadow  # challengers (None: none run)
 
     @property
     def scorer(self) -> Scorer:
@@ -155,11 +158,36 @@ class Deciding:
             one.app, explain=one.explain, trace_id=one.trace_id, timings_us=one.timings_us
         )
 
+    # -- challengers: a separate step AFTER the champion's decision, which it never changes --
+    def _challenge(self, one: Ask, decision: Decision) -> list[dict[str, Any]]:
+        """The challenger_result rows of one decision; [] when none is sampled or on any
+        failure (a challenger never fails or changes a decision)."""
+        shadow = self.shadow
+        if shadow is None:
+            return []
+        challengers = self.rules.challengers()
+        if not challengers:
+            return []
+        try:
+            for snap in challengers:  # replay needs each challenger's text (kept once)
+                self.rulesets.remember(snap)
+            return shadow.run(challengers, one.app, decision)
+        except Exception as exc:  # e.g. the store cannot keep a text now: record none
+            shadow.errors += 1
+            log.warning("challengers_skipped", decision_id=decision.decision_id, error=str(exc))
+            return []
+
+    def _challenge_many(self, many: list[Ask], decisions: list[Decision]) -> list[dict[str, Any]]:
+        return [
+            row for one, d in zip(many, decisions, strict=True) for row in self._challenge(one, d)
+        ]
+
+    # -- decide → record → answer -------------------------------------------------------------
     async def decide_and_record(self, one: Ask, *, claim: Claim | None = None) -> Decided:
         """Decide one application and commit its record; see the module doc for errors."""
         if claim is None:  # the hot path: no lookups
             decision = self._decide(one)
-            await self.store.append(one.body, decision)
+            await self.store.append(one.body, decision, challengers=self._challenge(one, decision))
             return Decided([decision])
         return await self._once(claim, [one])
 
@@ -172,7 +200,8 @@ class Deciding:
         if claim is None:
             decisions = [self._decide(one) for one in many]
             await self.store.append_many(
-                [(one.body, d) for one, d in zip(many, decisions, strict=True)]
+                [(one.body, d) for one, d in zip(many, decisions, strict=True)],
+                challengers=self._challenge_many(many, decisions),
             )
             return Decided(decisions)
         return await self._once(claim, many)
@@ -184,7 +213,9 @@ class Deciding:
         decisions = [self._decide(one) for one in many]
         try:
             await self.store.append_many(
-                [(one.body, d) for one, d in zip(many, decisions, strict=True)], claim=claim
+                [(one.body, d) for one, d in zip(many, decisions, strict=True)],
+                claim=claim,
+                challengers=self._challenge_many(many, decisions),
             )
         except KeyTaken:  # a concurrent request with this key committed first
             stored = await self._find(claim.key)

@@ -47,6 +47,14 @@ def approved_amount(outcome: str, amount: float, cap: Any) -> float | None:
     return float(amount if cap is None else min(amount, cap))
 
 
+def evaluate_rules(app: Any, pd: float, engine: Engine) -> Evaluation:
+    """The rules on an application's facts (its fields and its pd): the champion's evaluation,
+    and each challenger's on the same facts."""
+    facts = msgspec.structs.asdict(app)
+    facts["pd"] = pd
+    return engine.evaluate(facts)
+
+
 def assemble(
     application_id: str,
     amount: float,
@@ -95,9 +103,7 @@ def decide(
     row = scorer.features(app)
     pd = scorer.predict(row)
     t1 = perf_counter_ns()
-    facts = msgspec.structs.asdict(app)
-    facts["pd"] = pd
-    result = engine.evaluate(facts)
+    result = evaluate_rules(app, pd, engine)
     t2 = perf_counter_ns()
     reasons: list[Reason] = list(result.reasons)
     if needs_model_reasons(result.outcome, explain):

@@ -7,13 +7,16 @@ engine. Ids, clock and trace id are the recorded ones, so only a real difference
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from decision_service.audit import AuditStore, StoredDecision
+from decision_service.audit import AuditStore, StoredDecision, challenger_records
 from decision_service.audit.consistency import disagreements, indexed_values
+from decision_service.challengers.shadow import challenge
+from decision_service.challengers.stored import results_for
 from decision_service.decision import Decision
 from decision_service.pipeline import decide, versions
 from decision_service.rules.evaluation import Engine
@@ -38,6 +41,18 @@ class ReplayResult(msgspec.Struct, frozen=True):
     model_version: str
     ruleset_version: str
     engine: str
+    challengers: int = 0  # challenger results re-checked (differences under $challengers.*)
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    """A challenger version as recorded: what challengers.shadow.challenge needs."""
+
+    name: str
+    version: str
+    sha256: str
+    engine_name: str
+    engine: Engine
 
 
 class ReplayError(Exception):
@@ -127,6 +142,9 @@ class Replayer:
             Difference(f"$columns.{name}", column, value)
             for name, column, value in disagreements(msgspec.structs.asdict(stored), replayed_index)
         ]
+        rows = results_for(self.store.reader, stored.decision_id)
+        for row in rows:
+            diffs += self.recheck_challenger(row, app, recorded, scorer)
         return ReplayResult(
             decision_id=stored.decision_id,
             identical=not diffs,
@@ -134,7 +152,39 @@ class Replayer:
             model_version=stored.model_version,
             ruleset_version=stored.ruleset_version,
             engine=stored.engine,
+            challengers=len(rows),
         )
+
+    def recheck_challenger(
+        self, row: dict[str, Any], app: Any, recorded: Decision, scorer: Scorer
+    ) -> list[Difference]:
+        """Re-run the challenger version recorded (its text kept by sha256) on the recorded
+        decision's facts, through the same code as live (challengers.shadow.challenge)."""
+        where = f"$challengers.{row['challenger']}"
+        diffs: list[Difference] = []
+        if challenger_records.check(self.store.keyring, row) is False:
+            diffs.append(Difference(f"{where}.mac", row["mac"], "does not verify"))
+        engine = self.engine(scorer, row["ruleset_sha256"], row["engine"])
+        own_model = engine.ruleset.model
+        model_scorer = None
+        if own_model is not None:
+            name = recorded.trace.model.name
+
+            def model_scorer() -> Scorer:
+                return self.scorer(name, own_model, row["model_sha256"])
+
+        contender = _Recorded(
+            row["challenger"], row["version"], row["ruleset_sha256"], row["engine"], engine
+        )
+        again = challenge(contender, app, recorded, model_scorer)
+        if row["error"] is not None:  # it raised live: it must raise again (texts may vary)
+            if again["error"] is None:
+                diffs.append(Difference(f"{where}.error", row["error"], None))
+            return diffs
+        for column in challenger_records.MACED_COLUMNS:
+            if again[column] != row[column]:
+                diffs.append(Difference(f"{where}.{column}", row[column], again[column]))
+        return diffs
 
     def close(self) -> None:
         for engine in self._engines.values():

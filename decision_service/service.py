@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
 from decision_service.audit import AuditStore, AuditUnavailable, CheckpointFile, Keyring
+from decision_service.challengers.shadow import ChallengerModels, Shadow
 from decision_service.deciding import Deciding, KnownRulesets
 from decision_service.decision import Decision
 from decision_service.observability import configure_tracing
@@ -77,6 +78,10 @@ class Service:
         if result.ok:
             with contextlib.suppress(AuditUnavailable):  # retried by the first decision
                 self.rulesets.remember(self.rules.active())
+            shadow = self.deciding.shadow
+            if shadow is not None and shadow.models is not None:  # challenger models, warm
+                versions = [c.ruleset.model for c in self.rules.challengers() if c.ruleset.model]
+                await asyncio.to_thread(shadow.models.warm, versions)
         return result.ok, result.errors
 
     # Kept for callers written before bootstrap/deciding (batch, challengers on other branches).
@@ -133,6 +138,20 @@ class Service:
             # every version in rules/: active, scheduled (effective_from ahead) or past
             "versions": self.rules.versions_status(),
             "watch_errors": self.rules.watch_errors,  # failed watcher reloads since start
+            # run after the champion on live traffic, recorded, never answered
+            "challengers": [
+                {
+                    "name": c.name,
+                    "version": c.version,
+                    "sha256": c.sha256,
+                    "file": c.file,
+                    "sample": c.ruleset.sample,
+                    "model_version": c.ruleset.model,
+                    "effective_from": c.ruleset.effective_from,
+                    "effective_to": c.ruleset.effective_to,
+                }
+                for c in self.rules.challengers()
+            ],
         }
 
     def _model_ready(self) -> bool:
@@ -177,7 +196,16 @@ def bootstrap(
     store = open_store(settings)
     tracing = configure_tracing(settings)
     rulesets = KnownRulesets(store)
-    deciding = Deciding(models, rules, store, rulesets, explain_always=settings.explain == "always")
+    challenger_models = ChallengerModels(settings.models_dir / settings.model_name)
+    challenger_models.warm(c.ruleset.model for c in rules.challengers() if c.ruleset.model)
+    deciding = Deciding(
+        models,
+        rules,
+        store,
+        rulesets,
+        explain_always=settings.explain == "always",
+        shadow=Shadow(challenger_models),
+    )
     return Service(
         settings,
         models,

@@ -17,6 +17,7 @@ from decision_service.access.bootstrap import ensure_first_key
 from decision_service.access.cache import KeyCache
 from decision_service.adverse_action import load_lenders
 from decision_service.api.auth import AccessMiddleware, role_guard
+from decision_service.api.challengers import challenger_handlers
 from decision_service.api.decide import Decider, decide_handler, fast_path
 from decision_service.api.decide_batch import BatchDecider, decide_batch_handler
 from decision_service.api.decisions import decision_handlers
@@ -55,6 +56,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     metrics = Metrics()
     service = bootstrap(settings, on_switch=metrics.model_switched)
     drift_gauges = DriftGauges(metrics.registry)
+    if service.deciding.shadow is not None:  # a challenger that raised: counted per name
+        service.deciding.shadow.on_error = lambda name: metrics.challenger_errors.labels(name).inc()
     replayer = Replayer(settings.models_dir, service.store)
     decider = Decider(service, metrics)
     created = ensure_first_key(service.store.engine, settings.admin_key_file)
@@ -107,6 +110,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 drift_gauges,
             ),
             *notice_handlers(service.store, load_lenders(settings.notices_file)),
+            *challenger_handlers(service.store.reader),
         ],
         lifespan=[lifespan],
         # Access control: one middleware + one guard, both reading each route's opt["roles"].

@@ -30,6 +30,8 @@ from decision_service.api.responses import (
 from decision_service.audit import AuditUnavailable, Filters, InvalidCursor, StoredDecision
 from decision_service.audit.chain import VerifyReport
 from decision_service.audit.queries import DECISION_ID_PATTERN, MAX_LIMIT
+from decision_service.challengers.stored import results_for
+from decision_service.challengers.stored import view as challenger_view
 from decision_service.dates import EXPECTED, InvalidDate, parse_instant
 from decision_service.replay import Replayer, ReplayError, ReplayResult
 from decision_service.service import Service
@@ -125,7 +127,13 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
             return refused
         if stored is None:
             return error(404, f"no decision {decision_id}")
-        return json_response(record_view(stored))
+        view = record_view(stored)
+        try:  # what the challengers would have decided (recorded, never answered)
+            rows = await asyncio.to_thread(results_for, store.reader, decision_id)
+        except Exception as exc:
+            return error(503, f"audit store unavailable: {exc}", kind="audit-unavailable")
+        view["challengers"] = [challenger_view(r) for r in rows]
+        return json_response(view)
 
     @get(
         "/decisions",

@@ -52,6 +52,12 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.challenger_errors = Counter(
+            "challenger_errors",
+            "Challenger evaluations that raised (recorded with the decision, ignored)",
+            ["challenger"],
+            registry=self.registry,
+        )
         self.model_info = Gauge(
             "model_active",
             "Live model version (1), set on every registry switch",

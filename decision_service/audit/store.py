@@ -36,7 +36,7 @@ from typing import Any
 import sqlalchemy as sa
 import uuid_utils
 
-from decision_service.audit import chain, fencing, idempotency, queries
+from decision_service.audit import chain, challenger_records, fencing, idempotency, queries
 from decision_service.audit.checkpoints import CheckpointFile, Head
 from decision_service.audit.engine import SQLiteSync, is_sqlite, make_engine
 from decision_service.audit.keys import DEFAULT_KEY_FILE, Keyring
@@ -44,6 +44,7 @@ from decision_service.audit.logs import LogWriter
 from decision_service.audit.records import record_columns
 from decision_service.audit.tables import (
     chain_head_table,
+    challenger_result_table,
     create_tables,
     decision_rule_table,
     decision_table,
@@ -115,6 +116,7 @@ class WriterStats:
     failed_batches: int = 0
     failed_records: int = 0
     largest_batch: int = 0
+    challenger_rows_refused: int = 0  # challenger_result rows the database refused (dropped)
 
 
 @dataclass(slots=True)
@@ -124,6 +126,7 @@ class _Pending:
     records: list[tuple[dict[str, Any], list[str]]]  # (columns, fired rule ids)
     claim: idempotency.Claim | None
     future: asyncio.Future[None]
+    challengers: list[dict[str, Any]] | None = None  # challenger_result rows (challengers)
 
 
 def _records(batch: list[_Pending]) -> Iterator[tuple[dict[str, Any], list[str]]]:
@@ -272,7 +275,12 @@ class AuditStore(AuditTrail):
     # -- writing -----------------------------------------------------------------------------
 
     async def append(
-        self, request: bytes | str, decision: Decision, *, claim: idempotency.Claim | None = None
+        self,
+        request: bytes | str,
+        decision: Decision,
+        *,
+        claim: idempotency.Claim | None = None,
+        challengers: list[dict[str, Any]] | None = None,
     ) -> None:
         """Record one decision; returns once it is committed, else raises AuditUnavailable
         (``CommitOutcomeUnknown`` if it may have landed; ``KeyTaken`` if ``claim``'s key was
@@ -281,7 +289,7 @@ class AuditStore(AuditTrail):
             raise AuditUnavailable("audit store is not running")
         record = record_columns(request, decision, self.code_version)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending([record], claim, future))
+        self._queue.put_nowait(_Pending([record], claim, future, challengers or None))
         await future
 
     async def append_many(
@@ -289,15 +297,17 @@ class AuditStore(AuditTrail):
         items: Iterable[tuple[bytes | str, Decision]],
         *,
         claim: idempotency.Claim | None = None,
+        challengers: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Record one request's decisions in ONE commit (all or none), like ``append``."""
+        """Record one request's decisions in ONE commit (all or none), like ``append``;
+        ``challengers``: their challenger_result rows, in the same commit."""
         if self._closed or self._queue is None:
             raise AuditUnavailable("audit store is not running")
         records = [record_columns(req, d, self.code_version) for req, d in items]
         if not records:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(records, claim, future))
+        self._queue.put_nowait(_Pending(records, claim, future, challengers or None))
         await future
 
     async def find_key(self, key: str) -> idempotency.Stored | None:
@@ -525,6 +535,14 @@ class AuditStore(AuditTrail):
             bulk_insert(conn, decision_table, rows)
             if rule_rows:
                 bulk_insert(conn, decision_rule_table, rule_rows)
+            shadow_rows = [
+                challenger_records.sign(self.keyring, key_id, row)
+                for pending in batch
+                if pending.challengers
+                for row in pending.challengers
+            ]
+            if shadow_rows:  # challengers: in their decisions' commit, each row MAC'd
+                self._write_challengers(conn, shadow_rows)
             self._write_claims(conn, batch)
             head = {"last_seq": seq, "last_hash": prev_hash, "updated_at": datetime.now(UTC)}
             if first_seq == 0:
@@ -533,6 +551,19 @@ class AuditStore(AuditTrail):
                 conn.execute(_MOVE_HEAD, {"head_chain_id": self.chain_id, **head})
         # Committed: only now does the chain state move forward.
         self._seq, self._prev_hash, self._resync = seq, prev_hash, False
+
+    def _write_challengers(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        """Challenger rows under a savepoint: if the database refuses them, the decisions are
+        committed without them (a challenger never fails a decision); a lost connection is
+        still the batch's failure."""
+        try:
+            with conn.begin_nested():
+                bulk_insert(conn, challenger_result_table, rows)
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            self.stats.challenger_rows_refused += len(rows)
+            log.error("challenger rows refused, decisions recorded without them: %s", exc)
 
     def _write_claims(self, conn: sa.Connection, batch: list[_Pending]) -> None:
         """Idempotency keys, in the transaction of their decisions (nothing without keys)."""

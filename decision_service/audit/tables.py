@@ -17,6 +17,7 @@ decisions recorded before the audit key existed: plain sha256, see chain.py).
 
 The schema changes only through migrations (decision_service/audit/migrations): a table added to
 ``TABLES`` without one fails tests/audit/test_migrations.py.
+- ``challenger_result``: each sampled challenger's outcome on a decision's facts (same commit).
 """
 
 from __future__ import annotations
@@ -194,6 +195,30 @@ class WriterHeartbeatRow(SQLModel, table=True):
     beat_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class ChallengerResultRow(SQLModel, table=True):
+    """What a challenger would have decided on a decision's facts: recorded in the decision's
+    commit, never answered. ``mac``: HMAC (audit key ``key_id``) of the row, see shadow.py."""
+
+    __tablename__ = "challenger_result"
+
+    decision_id: str = Field(primary_key=True, max_length=36)
+    challenger: str = Field(primary_key=True, max_length=128, index=True)
+    version: str = Field(max_length=64)
+    ruleset_sha256: str = Field(max_length=64)
+    engine: str = Field(max_length=32)
+    model_version: str = Field(max_length=32)  # the champion's, unless the challenger names one
+    model_sha256: str = Field(max_length=64)  # "" if the challenger's model could not be loaded
+    outcome: str | None = Field(default=None, max_length=16)  # None: the challenger failed
+    approved_amount: float | None = None
+    risk_band: str | None = None
+    pd: float | None = None
+    fired_json: str = Field(default="[]", sa_type=sa.Text)  # rule ids, in firing order
+    reasons_json: str = Field(default="[]", sa_type=sa.Text)  # reason codes
+    error: str | None = Field(default=None, sa_type=sa.Text)
+    key_id: str = Field(max_length=16)
+    mac: str = Field(max_length=64)
+
+
 decision_table: sa.Table = DecisionRow.__table__  # type: ignore[assignment]
 decision_rule_table: sa.Table = DecisionRuleRow.__table__  # type: ignore[assignment]
 ruleset_text_table: sa.Table = RulesetTextRow.__table__  # type: ignore[assignment]
@@ -204,6 +229,7 @@ change_log_table: sa.Table = ChangeLogRow.__table__  # type: ignore[assignment]
 log_head_table: sa.Table = LogHeadRow.__table__  # type: ignore[assignment]
 model_event_table: sa.Table = ModelEventRow.__table__  # type: ignore[assignment]
 writer_heartbeat_table: sa.Table = WriterHeartbeatRow.__table__  # type: ignore[assignment]
+challenger_result_table: sa.Table = ChallengerResultRow.__table__  # type: ignore[assignment]
 
 TABLES = (
     decision_table,
@@ -217,6 +243,7 @@ TABLES = (
     log_head_table,
     model_event_table,
     writer_heartbeat_table,
+    challenger_result_table,
 )
 
 

@@ -110,7 +110,16 @@ def run_check(
             print(f"  {path}:{r.line}: {r.id}: never fired by any test (add a test)", file=out)
         if problems or never:
             failed = True
-    if loaded and not _check_schedule(loaded, out, as_of):
+    champions = [v for v in loaded if v.ruleset.role != "challenger"]
+    for v in loaded:
+        if v.ruleset.role == "challenger":  # runs beside the champion, never scheduled
+            rs = v.ruleset
+            print(
+                f"{rs.file}: challenger {rs.name} {rs.version}: sample {rs.sample:g}, model "
+                f"{rs.model or 'of the champion'}",
+                file=out,
+            )
+    if champions and not _check_schedule(champions, out, as_of):
         failed = True
     print("FAILED" if failed else "OK", file=out)
     return 1 if failed else 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,9 @@ class Ruleset:
     tables: tuple[Any, ...] = field(default=())  # tables.Table, in file order
     table_index: Any = None  # tables.TableIndex when the file has tables
     role: str = "champion"
+    # challengers only: the share of decisions they run on, and a model version of their own
+    sample: float = 1.0
+    model: str | None = None
     # effective_from / effective_to as aware UTC datetimes (None: unbounded)
     effective_from_at: dt.datetime | None = None
     effective_to_at: dt.datetime | None = None
@@ -159,6 +163,8 @@ _TOP_KEYS = {
     "tests",
     "tables",
     "role",
+    "sample",
+    "model",
 }
 _RULE_KEYS = {"id", "description", "priority", "stage", "when", "then"}
 _THEN_KEYS = {"outcome", "reason", "code", "set", "compute", "max_amount"}
@@ -289,14 +295,9 @@ class _Loader:
             r = self.value(top["role"])
             if r not in ROLES:
                 self.error(top["role"], None, f"role must be one of {', '.join(ROLES)}")
-            elif r == "challenger":
-                # challenger execution is not built yet: refuse rather than accept a file
-                # that would look live and decide nothing
-                self.error(
-                    top["role"], None, "challengers are not supported yet (role: challenger)"
-                )
             else:
                 role = r
+        sample, model = self._challenger_keys(top, role)
         positions = {k: (v.start_mark.line + 1, v.start_mark.column + 1) for k, v in top.items()}
         default_outcome = "refer"
         if "default" in top:
@@ -444,10 +445,33 @@ class _Loader:
             tables=tuple(tables),
             table_index=tb.index(tables) if tables else None,
             role=role,
+            sample=sample,
+            model=model,
             effective_from_at=eff_from_at,
             effective_to_at=eff_to_at,
             positions=positions,
         )
+
+    def _challenger_keys(self, top: dict[str, yaml.Node], role: str) -> tuple[float, str | None]:
+        """`sample` (a share in (0, 1]) and `model` (a model version): challengers only."""
+        sample, model = 1.0, None
+        for key in ("sample", "model"):
+            if key in top and role != "challenger":
+                self.error(top[key], None, f"{key!r} is for challengers only (role: challenger)")
+        if role != "challenger":
+            return sample, model
+        if "sample" in top:
+            v = self.value(top["sample"])
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 1:
+                self.error(top["sample"], None, "sample must be a share in (0, 1], e.g. 0.25")
+            else:
+                sample = float(v)
+        if "model" in top:
+            model = self.text_of(top["model"], None, "model")
+            if model is not None and not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z._-]{0,31}", model):
+                self.error(top["model"], None, "model must be a model version, e.g. 1.1.0")
+                model = None
+        return sample, model
 
     def _instant(self, node: yaml.Node | None, what: str) -> dt.datetime | None:
         if node is None:

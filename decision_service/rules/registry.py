@@ -157,6 +157,7 @@ class NoRulesetInForce(LookupError):
 class _State:
     files: Mapping[str, RulesetSnapshot]  # by file path
     schedule: Schedule[RulesetSnapshot]
+    challengers: tuple[RulesetSnapshot, ...] = ()  # `role: challenger` files, by name
 
 
 class RuleRegistry:
@@ -276,12 +277,18 @@ class RuleRegistry:
                 built.append(snap)
             new[str(path)] = snap
         schedule = None
+        champions = [s for s in new.values() if s.ruleset.role != "challenger"]
+        challengers = tuple(
+            sorted((s for s in new.values() if s.ruleset.role == "challenger"), key=_by_name)
+        )
         if not errors:
             try:
                 serving = state.schedule.name if state is not None else None
-                schedule = build_schedule(list(new.values()), self.clock(), champion=serving)
+                schedule = build_schedule(champions, self.clock(), champion=serving)
             except ScheduleError as e:
                 errors += e.errors
+            else:
+                errors += challenger_errors(challengers, schedule.name)
         if errors or schedule is None:
             for snap in built:
                 for eng in snap.engines.values():
@@ -289,7 +296,7 @@ class RuleRegistry:
             return ReloadResult(False, errors=errors)
         for snap in built:
             self.texts[snap.sha256] = snap.source
-        self._state = _State(new, schedule)  # the atomic swap
+        self._state = _State(new, schedule, challengers)  # the atomic swap
         # old snapshots are freed (and their durable rulesets deleted) when the last
         # request holding them finishes
         return ReloadResult(True, changed=[s.file for s in built])
@@ -298,6 +305,11 @@ class RuleRegistry:
         """Every loaded version, by file."""
         state = self._state
         return {} if state is None else state.files
+
+    def challengers(self) -> tuple[RulesetSnapshot, ...]:
+        """The challenger rulesets loaded now (run after the champion, never deciding)."""
+        state = self._state
+        return () if state is None else state.challengers
 
     def schedule(self) -> Schedule[RulesetSnapshot] | None:
         state = self._state
@@ -380,6 +392,36 @@ class RuleRegistry:
         if self._watch_thread is not None:
             self._watch_thread.join(timeout=5)
         self._watch_stop = self._watch_thread = None
+
+
+def _by_name(snap: RulesetSnapshot) -> str:
+    return snap.name
+
+
+def challenger_errors(challengers: tuple[RulesetSnapshot, ...], champion: str) -> list[str]:
+    """A challenger is reported by its `ruleset` name: it must be its own, and only one file
+    may carry it (one challenger = one version; schedule a new one by replacing the file)."""
+    errors: list[str] = []
+    seen: dict[str, RulesetSnapshot] = {}
+    for snap in challengers:
+        where = f"{snap.file}:{snap.ruleset.positions.get('ruleset', (1, 1))[0]}:1"
+        if len(snap.name) > 128 or len(snap.version) > 64:  # the challenger_result columns
+            errors.append(
+                f"{where}: a challenger's `ruleset` name is at most 128 characters and its "
+                "`version` at most 64"
+            )
+        elif snap.name == champion:
+            errors.append(
+                f"{where}: challenger {snap.name!r} has the champion's name: give it its own "
+                "`ruleset` name (reports and records are by that name)"
+            )
+        elif snap.name in seen:
+            errors.append(
+                f"{where}: two challengers named {snap.name!r} ({seen[snap.name].file} and "
+                f"{snap.file}): one file per challenger"
+            )
+        seen.setdefault(snap.name, snap)
+    return errors
 
 
 def _yaml_filter(_change: Any, path: str) -> bool:

@@ -1,6 +1,6 @@
 """The rules directory: one champion decides; other files are scheduled versions of it; a file
-of another ruleset (or a challenger, not supported yet) is refused while the old snapshots keep
-serving; the version in force changes at its effective_from without a reload."""
+of another ruleset is refused while the old snapshots keep serving (a `role: challenger` file
+sits beside the champion); the version in force changes at its effective_from without a reload."""
 
 from __future__ import annotations
 
@@ -64,18 +64,52 @@ def test_a_second_unrelated_ruleset_is_refused_and_the_champion_keeps_serving(ru
     assert reg.reload().ok and reg.active() is before
 
 
-def test_a_challenger_is_refused_until_challengers_are_built(rules_dir):
+def test_a_challenger_sits_beside_the_champion_and_never_serves(rules_dir):
     reg = RuleRegistry(rules_dir, SCHEMA)
     before = reg.active()
     (rules_dir / "challenger.yaml").write_text(
         BASE.replace("ruleset: risk-appetite", "ruleset: risk-appetite-c\nrole: challenger")
     )
     result = reg.reload()
-    assert not result.ok
-    assert any(
-        "challenger.yaml:5:7: challengers are not supported yet" in e for e in result.errors
-    ), result.errors
+    assert result.ok, result.errors
     assert reg.active() is before
+    assert [c.name for c in reg.challengers()] == ["risk-appetite-c"]
+
+
+def test_a_bad_challenger_is_refused_without_touching_the_champion(rules_dir):
+    reg = RuleRegistry(rules_dir, SCHEMA)
+    before = reg.active()
+    # its own file test fails: refused like any ruleset
+    (rules_dir / "challenger.yaml").write_text(
+        BASE.replace("ruleset: risk-appetite", "ruleset: c\nrole: challenger").replace(
+            "when: age < 18", "when: age < 16"
+        )
+    )
+    result = reg.reload()
+    assert not result.ok and any("minors are declined" in e for e in result.errors), result.errors
+    assert reg.active() is before and reg.challengers() == ()
+    # the champion's name is taken; two files may not share a challenger name
+    (rules_dir / "challenger.yaml").write_text(
+        BASE.replace("ruleset: risk-appetite", "ruleset: risk-appetite\nrole: challenger")
+    )
+    result = reg.reload()
+    assert not result.ok and any("has the champion's name" in e for e in result.errors)
+    for f in ("c1", "c2"):
+        (rules_dir / f"{f}.yaml").write_text(
+            BASE.replace("ruleset: risk-appetite", "ruleset: same\nrole: challenger")
+        )
+    (rules_dir / "challenger.yaml").unlink()
+    result = reg.reload()
+    assert not result.ok and any("two challengers named 'same'" in e for e in result.errors)
+    (rules_dir / "c2.yaml").unlink()  # too long for its record: refused at load, never at commit
+    (rules_dir / "c1.yaml").write_text(
+        BASE.replace("ruleset: risk-appetite", "ruleset: same\nrole: challenger").replace(
+            "version: 2026.11.1", "version: " + "v" * 65
+        )
+    )
+    result = reg.reload()
+    assert not result.ok and any("at most 64" in e for e in result.errors), result.errors
+    assert reg.active() is before and reg.challengers() == ()
 
 
 def test_a_scheduled_version_takes_over_at_its_instant_without_a_reload(rules_dir):

@@ -1,0 +1,42 @@
+"""GET /challengers/{name}/report: champion vs challenger on live traffic (JSON or HTML)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import sqlalchemy as sa
+from litestar import Response, get
+from litestar.params import FromPath, FromQuery, QueryParameter
+
+from decision_service.api.errors import error
+from decision_service.challengers import report as challenger_report
+
+
+def challenger_handlers(engine: sa.Engine) -> list[Any]:
+    @get(
+        "/challengers/{name:str}/report",
+        tags=["rules"],
+        summary="Champion vs challenger on the same live traffic",
+        opt={"roles": ["analyst"]},
+    )
+    async def report(
+        name: FromPath[str],
+        from_: Annotated[datetime | None, QueryParameter(name="from")] = None,
+        to: FromQuery[datetime | None] = None,
+        format: FromQuery[Literal["json", "html"]] = "json",
+    ) -> Response:
+        if len(name) > 128:
+            return error(404, "no such challenger")
+        try:
+            rep = await asyncio.to_thread(challenger_report.report, engine, name, from_, to)
+        except sa.exc.SQLAlchemyError:
+            return error(503, "audit store unavailable: no challenger report")
+        if rep.decisions == 0 and rep.errors == 0:
+            return error(404, f"no results recorded for challenger {name!r}")
+        if format == "html":
+            return Response(challenger_report.render_html(rep), media_type="text/html")
+        return Response(challenger_report.to_json(rep), media_type="application/json")
+
+    return [report]
