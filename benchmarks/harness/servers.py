@@ -8,6 +8,7 @@ measured /decide pays for authentication.
 from __future__ import annotations
 
 import contextlib
+from hashlib import sha256
 import http.client
 import os
 import signal
@@ -169,7 +170,9 @@ def decide_server(
     port: int, prefix: list[str], tmp: Path, engine: str, database_url: str, log_decisions: bool
 ) -> Server:
     """The real service (`python -m decision_service serve`, one worker), run from `tmp`."""
-    key_file = tmp / "keys" / f"admin-{port}.key"
+    # The admin key is written on the store's FIRST start only: one file per store, so later
+    # rounds on the same store find it.
+    key_file = tmp / "keys" / f"admin-{sha256(database_url.encode()).hexdigest()[:16]}.key"
     env = clean_env() | {
         "DATABASE_URL": database_url,
         "DECISION_RULES_ENGINE": engine,
