@@ -8,13 +8,13 @@ measured /decide pays for authentication.
 from __future__ import annotations
 
 import contextlib
-from hashlib import sha256
 import http.client
 import os
 import signal
 import subprocess
 import sys
 import time
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
