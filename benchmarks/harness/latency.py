@@ -60,6 +60,8 @@ def latency_extra(h: Harness, server: Server, key: str, peak_rps: float) -> None
         "connections": data["connections_opened"],
         "lag_p99_ms": lag["p99"] / 1000,
         "errors": errors,
+        "error_kinds": {k: v for k, v in data["errors"].items() if v}
+        | {f"HTTP {c}": n for c, n in data["statuses"].items() if not 200 <= int(c) < 300},
         "cpu_us": data["cpu_us"],
         **{f"{k}_ms": v for k, v in lat.items()},
     }

@@ -178,7 +178,7 @@ def latency_section(h: Harness) -> list[str]:
             f"| {key[7:]} | {fmt(d['rate'])} | {fmt(d['achieved'])} | {d['connections']} "
             f"| {fmt(d['p50_ms'], 2)} | {fmt(d['p90_ms'], 2)} | {fmt(d['p99_ms'], 2)} "
             f"| {fmt(d['p99_9_ms'], 2)} | {fmt(d['max_ms'], 2)} | {fmt(d['lag_p99_ms'], 2)} "
-            f"| {fmt(d['cpu_us'])} | {d['errors']} |"
+            f"| {fmt(d['cpu_us'])} | {d['errors']} {d.get('error_kinds') or ''} |"
         )
     return [*out, ""]
 
