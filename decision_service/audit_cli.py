@@ -182,9 +182,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if command == "verify"
         else Keyring.load_or_create(settings.audit_key_file)
     )
-    # create=False: an audit command never migrates the database behind the operator's back
+    # An audit command creates an empty database (like `serve`) but never migrates an existing
+    # one behind the operator's back: an older schema is one line naming `db upgrade`.
     store = AuditStore.open(settings.database_url, keyring=keyring, create=False)
     try:
+        from decision_service.audit import migrations
+
+        status = migrations.status(store.engine)
+        if status.state == "empty":
+            migrations.upgrade(store.engine)
+        elif status.state != "current":
+            print(
+                f"decision-service: error: the audit database is {status.describe()}\n"
+                "  hint: run `decision-service db upgrade` first (it keeps every record and chain)",
+                file=sys.stderr,
+            )
+            return 2
         if command == "verify":
             return _verify(settings, store, args, sys.stdout)
         if command == "replay":
