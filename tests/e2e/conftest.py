@@ -126,8 +126,9 @@ def start_server(
     rules_dir = workdir / "rules"
     if not rules_dir.exists():
         shutil.copytree(ROOT / "rules", rules_dir)
-        (workdir / "models").symlink_to(ROOT / "models")
-        (workdir / "notices").symlink_to(ROOT / "notices")
+    for shared in ("models", "notices"):  # a test may bring its own models/ (or rules/)
+        if not (workdir / shared).exists():
+            (workdir / shared).symlink_to(ROOT / shared)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DECISION_")}
     env |= {
