@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -284,8 +285,9 @@ def test_a_file_watch_reload_is_in_the_change_log(tmp_path) -> None:
     try:
         rules = srv.rules_dir / "risk_appetite.yaml"
         text = rules.read_text()
-        assert "version: 2026.11.0" in text
-        rules.write_text(text.replace("version: 2026.11.0", "version: 2026.11.1"))
+        (old,) = re.findall(r"^version: (\S+)$", text, re.MULTILINE)  # the shipped policy's
+        new = f"{old}.1"
+        rules.write_text(text.replace(f"version: {old}\n", f"version: {new}\n"))
         deadline = time.monotonic() + 60
         changes: list[dict[str, Any]] = []
         while time.monotonic() < deadline and not changes:
@@ -293,8 +295,8 @@ def test_a_file_watch_reload_is_in_the_change_log(tmp_path) -> None:
             changes = _rows(engine, "SELECT * FROM change_log WHERE action = 'rules.reload'")
         (change,) = changes
         assert change["actor"] == "file-watch"
-        assert json.loads(change["before"])["version"] == "2026.11.0"
-        assert json.loads(change["after"])["version"] == "2026.11.1"
+        assert json.loads(change["before"])["version"] == old
+        assert json.loads(change["after"])["version"] == new
     finally:
         srv.stop()
         engine.dispose()
