@@ -67,7 +67,7 @@ def test_a_missing_key_file_is_an_empty_keyring_for_verify(tmp_path: Path) -> No
     assert not (tmp_path / "absent.key").exists()
 
 
-def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(tmp_path: Path, *args: str, group: str = "audit") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DECISION_")}
     env |= {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'audit.db'}",
@@ -75,7 +75,7 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "DECISION_AUDIT_CHECKPOINT_FILE": str(tmp_path / "var" / "checkpoints.jsonl"),
     }
     return subprocess.run(
-        [sys.executable, "-m", "decision_service", "audit", *args],
+        [sys.executable, "-m", "decision_service", group, *args],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -85,6 +85,9 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_rotate_key_from_the_cli_is_recorded_and_verifies(tmp_path: Path) -> None:
+    # audit commands never migrate: the operator makes the schema first
+    upgraded = _cli(tmp_path, "upgrade", group="db")
+    assert upgraded.returncode == 0, upgraded.stderr
     assert _cli(tmp_path, "export").returncode == 0  # makes the key, records the export
     first = Keyring.load(tmp_path / "secrets" / "audit.key").current_id
     done = _cli(tmp_path, "rotate-key")

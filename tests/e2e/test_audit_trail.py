@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from decision_service.audit.chain import GENESIS, record_hash
+from decision_service.audit.tables import DecisionRow
 from decision_service.audit_cli import cli_actor
 from tests.e2e.conftest import Server, start_server
 
@@ -169,26 +171,43 @@ def test_a_column_edited_alone_is_named_and_never_believed(trail: Server, db) ->
     assert trail.cli("audit", "verify").returncode == 0
 
 
-def test_the_issues_attack_is_detected(trail: Server, db) -> None:
-    """Flip one decline to approve, recompute every following hash with the project's own
-    chain code (no key), update chain_head: the attack the issue reports as undetected."""
-    victim = _decision_ids(db, "decline")[0]
+@pytest.mark.parametrize("victim_at", ["first_decline", "chain_start"])
+def test_the_issues_attack_is_detected(trail: Server, db, victim_at: str) -> None:
+    """Flip one decision's outcome, recompute every following hash with the project's own
+    chain code (no key), update chain_head: the attack the issue reports as undetected.
+
+    A victim after keyed records is ``downgraded``; one at seq 1 (nothing keyed before it) is
+    re-hashed correctly, so only the missing checkpoint gives it away: ``unanchored``."""
+    if victim_at == "first_decline":
+        victim = _decision_ids(db, "decline")[0]
+    else:
+        victim = _rows(db, "SELECT decision_id FROM decision WHERE seq = 1 ORDER BY chain_id")[0][
+            "decision_id"
+        ]
     (chain_id,) = [
         r["chain_id"]
         for r in _rows(db, "SELECT chain_id FROM decision WHERE decision_id = :i", i=victim)
     ]
-    columns = [
-        c for c in _rows(db, "SELECT * FROM decision WHERE chain_id = :c ORDER BY seq", c=chain_id)
-    ]
+    # read through the table's types, as verify does: on SQLite a raw SELECT returns
+    # decided_at as naive text, which hashes differently from the UTC datetime verify reads
+    decision = DecisionRow.__table__
+    with db.connect() as conn:
+        columns = [
+            dict(r)
+            for r in conn.execute(
+                sa.select(decision).where(decision.c.chain_id == chain_id).order_by(decision.c.seq)
+            ).mappings()
+        ]
     saved = [dict(r) for r in columns]
     start = next(r["seq"] for r in columns if r["decision_id"] == victim)
     prev = GENESIS if start == 1 else columns[start - 2]["record_hash"]
     with db.begin() as conn:
         for row in columns[start - 1 :]:
             if row["decision_id"] == victim:
-                row["outcome"] = "approve"
+                was = row["outcome"]
+                row["outcome"] = "decline" if was == "approve" else "approve"
                 row["decision_json"] = row["decision_json"].replace(
-                    '"outcome":"decline"', '"outcome":"approve"'
+                    f'"outcome":"{was}"', f'"outcome":"{row["outcome"]}"'
                 )
             row["prev_hash"], row["key_id"] = prev, None
             row["record_hash"] = prev = record_hash(chain_id, row["seq"], prev, row)
@@ -214,7 +233,7 @@ def test_the_issues_attack_is_detected(trail: Server, db) -> None:
             start,
             victim,
         )
-        assert problem["kind"] in ("downgraded", "unanchored")
+        assert problem["kind"] == ("unanchored" if start == 1 else "downgraded")
         done = trail.cli("audit", "verify", "--format", "json")
         assert done.returncode == 1
         assert json.loads(done.stdout)["problems"] == report["problems"]
@@ -266,8 +285,9 @@ def test_a_file_watch_reload_is_in_the_change_log(tmp_path) -> None:
     try:
         rules = srv.rules_dir / "risk_appetite.yaml"
         text = rules.read_text()
-        assert "version: 2026.11.0" in text
-        rules.write_text(text.replace("version: 2026.11.0", "version: 2026.11.1"))
+        (old,) = re.findall(r"^version: (\S+)$", text, re.MULTILINE)  # the shipped policy's
+        new = f"{old}.1"
+        rules.write_text(text.replace(f"version: {old}\n", f"version: {new}\n"))
         deadline = time.monotonic() + 60
         changes: list[dict[str, Any]] = []
         while time.monotonic() < deadline and not changes:
@@ -275,8 +295,8 @@ def test_a_file_watch_reload_is_in_the_change_log(tmp_path) -> None:
             changes = _rows(engine, "SELECT * FROM change_log WHERE action = 'rules.reload'")
         (change,) = changes
         assert change["actor"] == "file-watch"
-        assert json.loads(change["before"])["version"] == "2026.11.0"
-        assert json.loads(change["after"])["version"] == "2026.11.1"
+        assert json.loads(change["before"])["version"] == old
+        assert json.loads(change["after"])["version"] == new
     finally:
         srv.stop()
         engine.dispose()
