@@ -122,6 +122,9 @@ class Keyring:
         if ring.current_id is not None:
             return ring
         if path.exists():
+            ring = cls.load(path)  # another worker may have just created it: read it again
+            if ring.current_id is not None:
+                return ring
             raise AuditKeyError(f"audit key file {path} holds no key")
         secret = secrets.token_bytes(_KEY_BYTES)
         created = _write_new(path, _line(secret), replace=False)
