@@ -45,6 +45,7 @@ def _free_port() -> int:
 def _start(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     shutil.copytree(ROOT / "rules", workdir / "rules")
     (workdir / "models").symlink_to(ROOT / "models")
+    (workdir / "notices").symlink_to(ROOT / "notices")  # the lenders' notice texts
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DECISION_")}
     env |= {

@@ -43,6 +43,7 @@ def run(h: Harness, *, quick: bool) -> None:
     work.mkdir(exist_ok=True)
     shutil.copytree(ROOT / "rules", work / "rules")
     (work / "models").symlink_to(ROOT / "models")
+    (work / "notices").symlink_to(ROOT / "notices")  # the lenders' notice texts
     env = clean_env() | {"DATABASE_URL": f"sqlite:///{work}/empty.db"}
     out: dict[str, Any] = {}
     for label, args, in_quick in COMMANDS:

@@ -115,6 +115,7 @@ class Harness:
         # for the whole run, the repo's models.
         shutil.copytree(ROOT / "rules", tmp / "rules")
         (tmp / "models").symlink_to(ROOT / "models")
+        (tmp / "notices").symlink_to(ROOT / "notices")  # the lenders' notice texts
         self.lines = [x for x in APPLICATIONS.read_bytes().splitlines() if x.strip()]
 
     def fail(self, title: str, exc: BaseException | str) -> str:

@@ -115,6 +115,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="stages-"))
     shutil.copytree(ROOT / "rules", work / "rules")
     (work / "models").symlink_to(ROOT / "models")
+    (work / "notices").symlink_to(ROOT / "notices")  # the lenders' notice texts
     os.chdir(work)
 
     async def go() -> None:
