@@ -16,24 +16,10 @@ from urllib.parse import urlsplit
 import pytest
 import sqlalchemy as sa
 
+from decision_service.api.decide import EXAMPLE
 from tests.e2e.conftest import Server
 
-GOOD = {
-    "application_id": "APP-HOSTILE-1",
-    "age": 46,
-    "seniority": 10,
-    "home": "owner",
-    "marital": "married",
-    "records": True,
-    "job": "freelance",
-    "term": 36,
-    "expenses": 90.0,
-    "income": 200.0,
-    "assets": 3000.0,
-    "debt": 0.0,
-    "amount": 2000.0,
-    "price": 2985.0,
-}
+GOOD = EXAMPLE | {"application_id": "APP-HOSTILE-1"}
 GOOD_BYTES = json.dumps(GOOD).encode()
 
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from decision_service.api.decide import EXAMPLE
 from tests.e2e.conftest import start_server
 from tests.pg_cut import CommitCutter
 
@@ -183,24 +184,7 @@ def test_a_lost_commit_answer_over_http(application_lines, tmp_path, request) ->
 def test_keys_are_scoped_per_caller(server) -> None:
     """Two loan systems (two decider keys) sending the same Idempotency-Key get their own
     decisions: neither can replay nor block the other's."""
-    body = json.dumps(
-        {
-            "application_id": "APP-SCOPE-1",
-            "age": 46,
-            "seniority": 10,
-            "home": "owner",
-            "marital": "married",
-            "records": True,
-            "job": "freelance",
-            "term": 36,
-            "expenses": 90.0,
-            "income": 200.0,
-            "assets": 3000.0,
-            "debt": 0.0,
-            "amount": 2000.0,
-            "price": 2985.0,
-        }
-    )
+    body = json.dumps(EXAMPLE | {"application_id": "APP-SCOPE-1"})
     headers = {"idempotency-key": "shared-key-1"}
     ids = []
     for role in ("decider", "admin"):
