@@ -111,6 +111,11 @@ class Server:
                 self.process.wait()
 
 
+# The admin key each database's first start wrote: a later server on the same database (another
+# workdir, a restart, a second replica) writes no key file, and authenticates with this one.
+_ADMIN_KEYS: dict[str, str] = {}
+
+
 def start_server(
     workdir: Path,
     database_url: str,
@@ -122,7 +127,9 @@ def start_server(
 ) -> Server:
     """Start the service from a copy of the repo's models/ and rules/ in `workdir`.
 
-    On a database that already has keys (another server's), pass that server's `admin_key`."""
+    On a database that already has keys, the key its first start wrote is used (or pass
+    `admin_key`)."""
+    admin_key = admin_key or _ADMIN_KEYS.get(database_url)
     rules_dir = workdir / "rules"
     if not rules_dir.exists():
         shutil.copytree(ROOT / "rules", rules_dir)
@@ -160,6 +167,7 @@ def start_server(
         # The first start wrote the admin key (a restart on the same database keeps it).
         if ready and (admin_key or key_file.exists()):
             server.admin_key = admin_key or key_file.read_text().strip()
+            _ADMIN_KEYS.setdefault(database_url, server.admin_key)
             return server
         time.sleep(0.2)
     server.stop()
