@@ -11,6 +11,7 @@ from litestar import Response, get
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from decision_service.api.errors import error
+from decision_service.api.responses import BAD_PARAMETER, SECURED, gated, problem
 from decision_service.challengers import report as challenger_report
 
 
@@ -20,6 +21,13 @@ def challenger_handlers(engine: sa.Engine) -> list[Any]:
         tags=["rules"],
         summary="Champion vs challenger on the same live traffic",
         opt={"roles": ["analyst"]},
+        security=SECURED,
+        responses=gated(
+            {
+                400: BAD_PARAMETER,
+                404: problem(404, "No results for that challenger", "no challenger x"),
+            }
+        ),
     )
     async def report(
         name: FromPath[str],

@@ -27,6 +27,7 @@ from decision_service.api.decide import (
     unrecorded_reply,
 )
 from decision_service.api.gate import current_principal
+from decision_service.api.responses import SECURED, gated, problem
 from decision_service.audit import AuditUnavailable, idempotency
 from decision_service.deciding import Ask, IdempotencyConflict
 from decision_service.scoring.application import InvalidApplication
@@ -116,6 +117,15 @@ def decide_batch_handler(batch: BatchDecider, max_body_bytes: int) -> Any:
         media_type="application/json",
         request_max_body_size=max_body_bytes,
         opt={"roles": ["decider"], "max_body_bytes": max_body_bytes},
+        security=SECURED,
+        responses=gated(
+            {
+                400: problem(400, "A bad Idempotency-Key", "Idempotency-Key must be …"),
+                422: problem(422, "Not a batch of applications", "invalid batch"),
+                503: problem(503, "Nothing was recorded, so none was decided", "unavailable"),
+            },
+            body=True,
+        ),
     )
     async def decide_batch(request: Request) -> Response:
         principal = current_principal(request.scope)

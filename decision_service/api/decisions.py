@@ -240,7 +240,7 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         "chain only from the last verify that passed.",
         opt=AUDITOR,
         security=SECURED,
-        responses=VERIFIED,
+        responses=VERIFIED | {400: BAD_PARAMETER},  # `incremental` must be a boolean
     )
     async def verify(incremental: FromQuery[bool] = False) -> Response:
         try:

@@ -15,6 +15,7 @@ from litestar import Request, Response, get, post
 
 from decision_service.api.actor import actor_name
 from decision_service.api.errors import error, json_response
+from decision_service.api.responses import SECURED, gated, problem
 from decision_service.audit import AuditStore
 from decision_service.models_cli import listing, record_model_change
 from decision_service.scoring.registry import ModelRegistry, RegistryError
@@ -34,6 +35,10 @@ def model_handlers(registry: ModelRegistry, store: AuditStore) -> list[Any]:
         tags=["models"],
         summary="Model versions, the live one, promotion gate results and the model log",
         opt={"roles": ["analyst", "auditor"]},  # and admin, who may call everything
+        security=SECURED,
+        responses=gated(
+            {503: problem(503, "The registry cannot be read", "model registry unavailable")}
+        ),
     )
     async def list_models() -> Response:
         try:
@@ -48,6 +53,17 @@ def model_handlers(registry: ModelRegistry, store: AuditStore) -> list[Any]:
         status_code=200,
         summary="Promote a version (gated) or roll back; every worker follows within seconds",
         opt={"roles": ["admin"]},
+        security=SECURED,
+        responses=gated(
+            {
+                400: problem(400, "A body that is not a change", "invalid body"),
+                404: problem(404, "No such model version", "no model version 9.9.9"),
+                409: problem(409, "Retired, or already live", "version 1.1.0 is retired"),
+                422: problem(422, "The promotion gate refused", "promotion refused"),
+                503: problem(503, "The registry cannot be written", "audit store unavailable"),
+            },
+            body=True,
+        ),
     )
     async def set_active(request: Request) -> Response:
         try:

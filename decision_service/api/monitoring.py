@@ -17,6 +17,7 @@ from litestar import Response, get
 from litestar.params import FromQuery, QueryParameter
 
 from decision_service.api.errors import error, json_response
+from decision_service.api.responses import BAD_PARAMETER, SECURED, gated
 from decision_service.monitoring.gauges import DriftGauges
 from decision_service.monitoring.render import render_html
 from decision_service.monitoring.window import window_report
@@ -35,6 +36,8 @@ def drift_handlers(
         tags=["monitoring"],
         summary="PSI per feature, pd and outcome mix over a window of stored decisions",
         opt={"roles": ["analyst", "auditor"]},
+        security=SECURED,
+        responses=gated({400: BAD_PARAMETER}),
     )
     async def drift(
         from_: Annotated[datetime | None, QueryParameter(name="from")] = None,

@@ -18,6 +18,7 @@ from litestar.params import FromPath, FromQuery
 from decision_service.adverse_action import LenderBook, NoAdverseAction, Notice, build_notice
 from decision_service.api.actor import actor_name
 from decision_service.api.errors import error, error_body, json_response
+from decision_service.api.responses import BAD_PARAMETER, SECURED, gated, problem
 from decision_service.audit import AuditStore, AuditUnavailable
 from decision_service.audit.queries import DECISION_ID_PATTERN
 
@@ -64,6 +65,15 @@ def notice_handlers(store: AuditStore, lenders: LenderBook) -> list[Any]:
         tags=["audit"],
         summary="Adverse-action notice: principal reasons in plain language (JSON or HTML)",
         opt={"roles": ["auditor"]},  # and admin
+        security=SECURED,
+        responses=gated(
+            {
+                400: BAD_PARAMETER,
+                404: problem(404, "No such decision", "no decision 0193…"),
+                409: problem(409, "A full approval has no adverse action", "approved in full"),
+                503: problem(503, "The read could not be recorded", "audit store unavailable"),
+            }
+        ),
     )
     async def notice(
         request: Request,
