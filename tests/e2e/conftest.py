@@ -114,6 +114,9 @@ class Server:
 # The admin key each database's first start wrote: a later server on the same database (another
 # workdir, a restart, a second replica) writes no key file, and authenticates with this one.
 _ADMIN_KEYS: dict[str, str] = {}
+# Likewise the audit key file: every server on one database must sign with the same key (as
+# replicas of one deployment do), or verify rightly finds records under a key it does not hold.
+_AUDIT_KEY_FILES: dict[str, Path] = {}
 
 
 def start_server(
@@ -145,6 +148,8 @@ def start_server(
         "DECISION_RULES_WATCH": "false",
         "PYTHONPATH": str(ROOT),
     } | (extra_env or {})
+    if database_url in _AUDIT_KEY_FILES:
+        env.setdefault("DECISION_AUDIT_KEY_FILE", str(_AUDIT_KEY_FILES[database_url]))
     log = workdir / f"server-{port}.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "decision_service", "serve"],
@@ -168,6 +173,8 @@ def start_server(
         if ready and (admin_key or key_file.exists()):
             server.admin_key = admin_key or key_file.read_text().strip()
             _ADMIN_KEYS.setdefault(database_url, server.admin_key)
+            audit_key = Path(env.get("DECISION_AUDIT_KEY_FILE", workdir / "var" / "audit.key"))
+            _AUDIT_KEY_FILES.setdefault(database_url, (workdir / audit_key).resolve())
             return server
         time.sleep(0.2)
     server.stop()
