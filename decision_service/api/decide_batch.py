@@ -26,6 +26,7 @@ from decision_service.api.decide import (
     claim_of,
     unrecorded_reply,
 )
+from decision_service.api.errors import PROBLEM
 from decision_service.api.gate import current_principal
 from decision_service.api.responses import SECURED, gated, problem
 from decision_service.audit import AuditUnavailable, idempotency
@@ -138,7 +139,7 @@ def decide_batch_handler(batch: BatchDecider, max_body_bytes: int) -> Any:
         return Response(
             content,
             status_code=status,
-            media_type="application/json",
+            media_type=PROBLEM if status >= 400 else "application/json",
             headers={k.decode(): v.decode() for k, v in headers},
         )
 

@@ -17,7 +17,7 @@ from litestar import Response, get
 from litestar.params import FromQuery, QueryParameter
 
 from decision_service.api.errors import error, json_response
-from decision_service.api.responses import BAD_PARAMETER, SECURED, gated
+from decision_service.api.responses import BAD_PARAMETER, SECURED, gated, problem
 from decision_service.monitoring.gauges import DriftGauges
 from decision_service.monitoring.render import render_html
 from decision_service.monitoring.window import window_report
@@ -37,7 +37,9 @@ def drift_handlers(
         summary="PSI per feature, pd and outcome mix over a window of stored decisions",
         opt={"roles": ["analyst", "auditor"]},
         security=SECURED,
-        responses=gated({400: BAD_PARAMETER}),
+        responses=gated(
+            {400: BAD_PARAMETER, 404: problem(404, "No such model version", "no usable model card")}
+        ),
     )
     async def drift(
         from_: Annotated[datetime | None, QueryParameter(name="from")] = None,

@@ -175,6 +175,7 @@ def start_server(
             _ADMIN_KEYS.setdefault(database_url, server.admin_key)
             audit_key = Path(env.get("DECISION_AUDIT_KEY_FILE", workdir / "var" / "audit.key"))
             _AUDIT_KEY_FILES.setdefault(database_url, (workdir / audit_key).resolve())
+            env.setdefault("DECISION_AUDIT_KEY_FILE", str(_AUDIT_KEY_FILES[database_url]))
             return server
         time.sleep(0.2)
     server.stop()

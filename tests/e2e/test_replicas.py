@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from decision_service.audit import AuditStore, iter_records, verify
+from decision_service.audit import AuditStore, Keyring, iter_records, verify
 from tests.conftest import APPLICATIONS
 
 from .conftest import PG_URL, admin_execute, start_server
@@ -55,7 +56,9 @@ def test_two_replicas_lose_nothing_and_every_chain_verifies(pg_database, tmp_pat
     store = AuditStore.open(pg_database, create=False)
     try:
         stored = [r.decision_id for r in iter_records(store.reader)]
-        report = verify(store.reader)
+        # with the replicas' own audit key (the same file for both)
+        keyring = Keyring.load(Path(replicas[0].env["DECISION_AUDIT_KEY_FILE"]))
+        report = verify(store.reader, keyring)
     finally:
         store.engine.dispose()
         store.reader.dispose()

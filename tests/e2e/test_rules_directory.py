@@ -193,17 +193,22 @@ def test_a_10000_rule_file_loads_without_stopping_decide(tmp_path) -> None:
                 outcome["response"] = rc.post("/rules/reload", timeout=600)
 
         with srv.client() as c:
+            shipped_rules = len(c.get("/rules").json()["rules"])
             worker = threading.Thread(target=reload)
             started = time.perf_counter()
             worker.start()
-            during, slowest = 0, 0.0
+            during, slowest, swapped = 0, 0.0, False
             while worker.is_alive():
                 t = time.perf_counter()
                 d = _decide(c, 3000 + during)
                 if worker.is_alive():
                     during += 1
                     slowest = max(slowest, time.perf_counter() - t)
-                    assert d["trace"]["ruleset"]["version"] == "2026.11.1"
+                    # the old version until the swap; the swap may land before the thread ends
+                    version = d["trace"]["ruleset"]["version"]
+                    assert version in ("2026.11.1", "2026.11.10k")
+                    assert not (swapped and version == "2026.11.1")  # never back to the old
+                    swapped = swapped or version == "2026.11.10k"
             worker.join()
             # reported, not asserted (timings are the benchmark's business)
             print(
@@ -212,7 +217,7 @@ def test_a_10000_rule_file_loads_without_stopping_decide(tmp_path) -> None:
             )
             r = outcome["response"]
             assert r.status_code == 200, r.text[:2000]
-            assert len(r.json()["rules"]) == 10_000
+            assert len(r.json()["rules"]) == (10_000 - 28) + shipped_rules
             # decisions went on while the big file was parsed, compiled and tested
             assert during >= 1
             assert _decide(c, 9999)["trace"]["ruleset"]["version"] == "2026.11.10k"
