@@ -345,21 +345,27 @@ def decide_handler(decider: Decider) -> Any:
         responses=DECIDE_RESPONSES,
     )
     async def decide(request: Request) -> Response:
-        principal = current_principal(request.scope)
-        status, content, headers = await decider.respond(
-            await request.body(),
-            request.scope["query_string"],
-            request.scope["headers"],
-            principal.name if principal else "",
-        )
-        return Response(
-            content,
-            status_code=status,
-            media_type=PROBLEM if status >= 400 else "application/json",
-            headers={k.decode(): v.decode() for k, v in headers},
-        )
+        return await answer(decider.respond, request)
 
     return decide
+
+
+async def answer(respond: Any, request: Request) -> Response:
+    """A Litestar route over a framework-free responder (`Decider.respond`, the batch's): raw
+    body, query, headers and the caller's key name in; its reply as a Response out."""
+    principal = current_principal(request.scope)
+    status, content, headers = await respond(
+        await request.body(),
+        request.scope["query_string"],
+        request.scope["headers"],
+        principal.name if principal else "",
+    )
+    return Response(
+        content,
+        status_code=status,
+        media_type=PROBLEM if status >= 400 else "application/json",
+        headers={k.decode(): v.decode() for k, v in headers},
+    )
 
 
 def fast_path(app: ASGIApp, decider: Decider, gate: Gate) -> ASGIApp:

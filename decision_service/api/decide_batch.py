@@ -23,11 +23,10 @@ from decision_service.api.decide import (
     _caller_context,
     _error,
     _explain_asked,
+    answer,
     claim_of,
     unrecorded_reply,
 )
-from decision_service.api.errors import PROBLEM
-from decision_service.api.gate import current_principal
 from decision_service.api.responses import SECURED, gated, problem
 from decision_service.audit import AuditUnavailable, idempotency
 from decision_service.deciding import Ask, IdempotencyConflict
@@ -129,18 +128,6 @@ def decide_batch_handler(batch: BatchDecider, max_body_bytes: int) -> Any:
         ),
     )
     async def decide_batch(request: Request) -> Response:
-        principal = current_principal(request.scope)
-        status, content, headers = await batch.respond(
-            await request.body(),
-            request.scope["query_string"],
-            request.scope["headers"],
-            principal.name if principal else "",
-        )
-        return Response(
-            content,
-            status_code=status,
-            media_type=PROBLEM if status >= 400 else "application/json",
-            headers={k.decode(): v.decode() for k, v in headers},
-        )
+        return await answer(batch.respond, request)
 
     return decide_batch
