@@ -11,6 +11,8 @@ lock upgrade. Readers use a separate engine with plain deferred transactions.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,7 +58,7 @@ def _sqlite_engine(
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _ensure_wal(cursor, busy_timeout_ms)
         cursor.execute(f"PRAGMA synchronous = {synchronous}")
         cursor.close()
 
@@ -67,6 +69,29 @@ def _sqlite_engine(
         conn.exec_driver_sql(begin)
 
     return engine
+
+
+def _ensure_wal(cursor: Any, busy_timeout_ms: int) -> None:
+    """Switch the file to WAL, tolerating other processes opening it at the same moment.
+
+    WAL is persistent, so a file already in WAL needs no lock. The switch itself needs an
+    exclusive lock and SQLite does not always call the busy handler for it (it fails fast
+    when waiting could deadlock), so workers starting together retry here.
+    """
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    delay = 0.01
+    while True:
+        mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() in ("wal", "memory"):
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 def is_sqlite(engine: sa.Engine) -> bool:
