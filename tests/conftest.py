@@ -28,3 +28,21 @@ def application_lines() -> list[bytes]:
 def applications(scorer: Scorer, application_lines: list[bytes]) -> list[msgspec.Struct]:
     decoder = msgspec.json.Decoder(application_type(scorer.card))
     return [decoder.decode(line) for line in application_lines]
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def require_redis() -> None:
+    """Skip without the Redis server on loopback; in CI (CI=true, set by .ci/run) fail instead."""
+    import os
+
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL).ping()
+    except redis.RedisError as exc:
+        message = f"Redis not reachable at {REDIS_URL}: {exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)

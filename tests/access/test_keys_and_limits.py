@@ -7,7 +7,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import redis
 import sqlalchemy as sa
 
 from decision_service.access import Principal
@@ -16,8 +15,7 @@ from decision_service.access.cache import KeyCache
 from decision_service.access.keys import KeyRefused, create_key, key_hash, list_keys, revoke_key
 from decision_service.access.limits import RedisLimiter, parse_rate
 from decision_service.audit import create_tables, make_engine
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from tests.conftest import REDIS_URL, require_redis
 
 
 @pytest.fixture
@@ -77,10 +75,7 @@ def test_first_key_only_once(engine: sa.Engine, tmp_path: Path) -> None:
 
 
 async def test_redis_buckets_are_one_per_key_across_limiters() -> None:
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except redis.RedisError:
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    require_redis()
     rate = parse_rate("3/hour")
     assert rate is not None
     a, b = RedisLimiter(REDIS_URL), RedisLimiter(REDIS_URL)  # two workers

@@ -17,9 +17,9 @@ import redis
 from decision_service.access import PUBLIC
 from decision_service.api.app import create_app
 from tests.api.routes import Route, app_routes, make_settings
+from tests.conftest import REDIS_URL, require_redis
 from tests.e2e.conftest import ROLES, Server, start_server
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 LIMITED = {"DECISION_RATE_LIMIT_ANALYST": "5/hour"}  # analysts: 5 calls per key, then 429
 
 
@@ -40,10 +40,7 @@ def srv(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 @pytest.fixture(scope="module")
 def two_workers(srv: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A replica of `srv` on the same database: 2 workers, rate limits shared through Redis."""
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except redis.RedisError:
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    require_redis()
     server = start_server(
         tmp_path_factory.mktemp("replica"),
         srv.database_url,
