@@ -29,7 +29,14 @@ from decision_service.api.decide import (
     unrecorded_reply,
 )
 from decision_service.api.openapi import IDEMPOTENCY_KEY, request_body_operation
-from decision_service.api.responses import SECURED, BatchAnswer, gated, ok, problem
+from decision_service.api.responses import (
+    BATCH_EXAMPLE,
+    SECURED,
+    BatchAnswer,
+    gated,
+    ok,
+    problem,
+)
 from decision_service.audit import AuditUnavailable, idempotency
 from decision_service.deciding import Ask, IdempotencyConflict
 from decision_service.scoring.application import InvalidApplication
@@ -122,7 +129,11 @@ def decide_batch_handler(batch: BatchDecider, max_body_bytes: int) -> Any:
         security=SECURED,
         responses=gated(
             {
-                200: ok(BatchAnswer, "The valid items' decisions, and each invalid item's errors"),
+                200: ok(
+                    BatchAnswer,
+                    "The valid items' decisions, and each invalid item's errors",
+                    BATCH_EXAMPLE,
+                ),
                 400: problem(
                     400,
                     "A malformed Idempotency-Key",

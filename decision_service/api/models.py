@@ -17,6 +17,7 @@ from decision_service.api.actor import actor_name
 from decision_service.api.errors import error, json_response
 from decision_service.api.openapi import request_body_operation
 from decision_service.api.responses import (
+    MODEL_SWITCH_EXAMPLE,
     SECURED,
     ModelListing,
     ModelSwitch,
@@ -67,7 +68,11 @@ def model_handlers(registry: ModelRegistry, store: AuditStore) -> list[Any]:
         security=SECURED,
         responses=gated(
             {
-                200: ok(ModelSwitch, "The change made (model_event) and the version now live"),
+                200: ok(
+                    ModelSwitch,
+                    "The change made (model_event) and the version now live",
+                    MODEL_SWITCH_EXAMPLE,
+                ),
                 400: problem(400, "A body that is not a change", "invalid body"),
                 404: problem(404, "No such model version", "no model version 9.9.9"),
                 409: problem(409, "Retired, or already live", "version 1.1.0 is retired"),

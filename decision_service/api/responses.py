@@ -5,6 +5,8 @@ test validates real answers against them (tests/e2e/test_openapi_conformance.py)
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -179,6 +181,39 @@ class ModelSwitch(msgspec.Struct):
     event: ModelEvent
     live: str
     change_log: bool  # false: switched, but the change_log row could not be written
+
+
+# Examples for the document (tests/e2e/test_openapi_conformance.py validates each against its
+# schema). The decision is a real one, kept beside the docs page that shows it. No null member:
+# Litestar drops them from examples, which would then lack a required field.
+DECISION_EXAMPLE: dict[str, Any] = json.loads(
+    (Path(__file__).parent / "docs_ui" / "decision-example.json").read_text()
+)
+BATCH_EXAMPLE = {
+    "decisions": [DECISION_EXAMPLE],
+    "errors": [{"index": 1, "errors": [{"field": "$.age", "message": "Expected `int` >= 18"}]}],
+}
+KEY_EXAMPLE = {  # a revoked key (a live one has "revoked_at": null)
+    "name": "los-2025",
+    "role": "decider",
+    "created_at": "2025-11-24T09:00:00.000000Z",
+    "last_used_at": "2026-11-25T17:42:10.120000Z",
+    "revoked_at": "2026-11-26T08:00:00.000000Z",
+}
+MADE_KEY_EXAMPLE = {"name": "los-prod", "role": "decider", "key": "dsk_8Jk…(43 characters)"}
+MODEL_SWITCH_EXAMPLE = {
+    "event": {
+        "seq": 3,
+        "at": "2026-11-25T10:00:00+00:00",
+        "action": "promote",
+        "from_version": "1.0.0",
+        "to_version": "1.1.0",
+        "actor": "ops-admin",
+        "reason": "challenger won on Q3 traffic",
+    },
+    "live": "1.1.0",
+    "change_log": True,
+}
 
 
 def problem(status: int, description: str, detail: str, **members: Any) -> ResponseSpec:
