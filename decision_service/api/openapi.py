@@ -44,15 +44,13 @@ def html_page(example: str) -> dict[str, OpenAPIMediaType]:
     return {"text/html": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING), example=example)}
 
 
-def alternatives_operation(also: Alternatives, base: type[Operation] = Operation) -> type:
+def alternatives_operation(also: Alternatives) -> type:
     """An Operation class whose responses also come in the media types of `also` (status →
     media type → its schema): Litestar's ResponseSpec declares one media type per status."""
 
     @dataclass
-    class WithAlternatives(base):  # type: ignore[valid-type,misc]
+    class WithAlternatives(Operation):
         def __post_init__(self) -> None:
-            if hasattr(base, "__post_init__"):
-                base.__post_init__(self)  # type: ignore[attr-defined]
             for status, content in also.items():
                 response = (self.responses or {})[str(status)]
                 response.content = {**(response.content or {}), **content}  # type: ignore[union-attr]
