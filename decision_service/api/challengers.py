@@ -11,8 +11,10 @@ from litestar import Response, get
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from decision_service.api.errors import error
-from decision_service.api.responses import BAD_PARAMETER, SECURED, gated, problem
+from decision_service.api.openapi import alternatives_operation, html_page
+from decision_service.api.responses import BAD_PARAMETER, SECURED, gated, ok, problem
 from decision_service.challengers import report as challenger_report
+from decision_service.challengers.report import ChallengerReport
 
 
 def challenger_handlers(engine: sa.Engine) -> list[Any]:
@@ -24,9 +26,14 @@ def challenger_handlers(engine: sa.Engine) -> list[Any]:
         security=SECURED,
         responses=gated(
             {
+                200: ok(ChallengerReport, "Agreement, flips, KPIs (`format=html`: a page)"),
                 400: BAD_PARAMETER,
                 404: problem(404, "No results for that challenger", "no challenger x"),
+                503: problem(503, "The audit store cannot be read", "audit store unavailable"),
             }
+        ),
+        operation_class=alternatives_operation(
+            {200: html_page("<!doctype html><html>… champion vs challenger …</html>")}
         ),
     )
     async def report(

@@ -17,6 +17,7 @@ from litestar import Request, Response, post
 from opentelemetry import trace
 
 from decision_service.api.decide import (
+    EXAMPLE,
     REPLAYED,
     Decider,
     Reply,
@@ -27,7 +28,15 @@ from decision_service.api.decide import (
     claim_of,
     unrecorded_reply,
 )
-from decision_service.api.responses import SECURED, gated, problem
+from decision_service.api.openapi import IDEMPOTENCY_KEY, request_body_operation
+from decision_service.api.responses import (
+    BATCH_EXAMPLE,
+    SECURED,
+    BatchAnswer,
+    gated,
+    ok,
+    problem,
+)
 from decision_service.audit import AuditUnavailable, idempotency
 from decision_service.deciding import Ask, IdempotencyConflict
 from decision_service.scoring.application import InvalidApplication
@@ -120,11 +129,29 @@ def decide_batch_handler(batch: BatchDecider, max_body_bytes: int) -> Any:
         security=SECURED,
         responses=gated(
             {
-                400: problem(400, "A bad Idempotency-Key", "Idempotency-Key must be …"),
+                200: ok(
+                    BatchAnswer,
+                    "The valid items' decisions, and each invalid item's errors",
+                    BATCH_EXAMPLE,
+                ),
+                400: problem(
+                    400,
+                    "A malformed Idempotency-Key",
+                    "Idempotency-Key must be …",
+                    kind="invalid-idempotency-key",
+                ),
                 422: problem(422, "Not a batch of applications", "invalid batch"),
                 503: problem(503, "Nothing was recorded, so none was decided", "unavailable"),
             },
             body=True,
+        ),
+        operation_class=request_body_operation(
+            batch.decider.app_type,
+            [EXAMPLE],
+            {"explain": "Model reason codes on approvals too"},
+            "A JSON array of applications, each as for POST /decide.",
+            [IDEMPOTENCY_KEY],
+            max_items=batch.batch_max,
         ),
     )
     async def decide_batch(request: Request) -> Response:

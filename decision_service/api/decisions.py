@@ -18,6 +18,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from decision_service.api.actor import actor_name
 from decision_service.api.errors import error, json_response
 from decision_service.api.responses import (
+    AUDIT_UNAVAILABLE,
     BAD_PARAMETER,
     SECURED,
     UNSUPPORTED,
@@ -46,12 +47,14 @@ RECORD = gated(
         200: ok(RecordView, "The stored record (decision as answered, request as received)"),
         404: _NOT_FOUND,
         400: _BAD_PATH,
+        503: AUDIT_UNAVAILABLE,
     }
 )
 PAGE = gated(
     {
         200: ok(DecisionPage, "Records in decision order; next_cursor is null on the last page"),
         400: BAD_PARAMETER,
+        503: AUDIT_UNAVAILABLE,
     }
 )
 REPLAYED = gated(
@@ -65,9 +68,16 @@ REPLAYED = gated(
         ),
         415: UNSUPPORTED,
         400: _BAD_PATH,
+        503: AUDIT_UNAVAILABLE,
     }
 )
-VERIFIED = gated({200: ok(VerifyReport, "Every chain walked; problems name the first break")})
+VERIFIED = gated(
+    {
+        200: ok(VerifyReport, "Every chain walked; problems name the first break"),
+        400: BAD_PARAMETER,  # `incremental` must be a boolean
+        503: AUDIT_UNAVAILABLE,
+    }
+)
 _RECORD_FIELDS = ("chain_id", "seq", "prev_hash", "record_hash", "code_version")
 _is_decision_id = re.compile(DECISION_ID_PATTERN).match
 DATE_HELP = f"{EXPECTED[len('expected ') :]}; naive times are UTC"
@@ -240,7 +250,7 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         "chain only from the last verify that passed.",
         opt=AUDITOR,
         security=SECURED,
-        responses=VERIFIED | {400: BAD_PARAMETER},  # `incremental` must be a boolean
+        responses=VERIFIED,
     )
     async def verify(incremental: FromQuery[bool] = False) -> Response:
         try:

@@ -15,7 +15,16 @@ from decision_service.access.keys import KeyInfo, KeyRefused, create_key, list_k
 from decision_service.api.actor import actor_name
 from decision_service.api.errors import error, json_response
 from decision_service.api.openapi import request_body_operation
-from decision_service.api.responses import SECURED, KeyView, MadeKey, gated, ok, problem
+from decision_service.api.responses import (
+    KEY_EXAMPLE,
+    MADE_KEY_EXAMPLE,
+    SECURED,
+    KeyView,
+    MadeKey,
+    gated,
+    ok,
+    problem,
+)
 from decision_service.audit import AuditStore, AuditUnavailable
 
 log = structlog.get_logger("decision_service.access")
@@ -29,10 +38,10 @@ class NewKey(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _REFUSED = problem(422, "Not {name, role}, or an unknown role", "unknown role 'root'")
-LISTED = gated({200: ok(list[KeyView], "Every key (never the key itself)")})
+LISTED = gated({200: ok(list[KeyView], "Every key (never the key itself)", [KEY_EXAMPLE])})
 MADE = gated(
     {
-        201: ok(MadeKey, "The new key: shown this once, stored only as a hash"),
+        201: ok(MadeKey, "The new key: shown this once, stored only as a hash", MADE_KEY_EXAMPLE),
         409: problem(409, "A key with this name exists", "key e2e-decider exists"),
         422: _REFUSED,
     },
@@ -40,7 +49,7 @@ MADE = gated(
 )
 REVOKED = gated(
     {
-        200: ok(KeyView, "The revoked key"),
+        200: ok(KeyView, "The revoked key", KEY_EXAMPLE),
         404: problem(404, "No key by this name", "no key x"),
         400: problem(400, "A path parameter is invalid", "invalid parameter name: …"),
     }

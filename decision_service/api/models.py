@@ -15,7 +15,16 @@ from litestar import Request, Response, get, post
 
 from decision_service.api.actor import actor_name
 from decision_service.api.errors import error, json_response
-from decision_service.api.responses import SECURED, gated, problem
+from decision_service.api.openapi import request_body_operation
+from decision_service.api.responses import (
+    MODEL_SWITCH_EXAMPLE,
+    SECURED,
+    ModelListing,
+    ModelSwitch,
+    gated,
+    ok,
+    problem,
+)
 from decision_service.audit import AuditStore
 from decision_service.models_cli import listing, record_model_change
 from decision_service.scoring.registry import ModelRegistry, RegistryError
@@ -37,7 +46,10 @@ def model_handlers(registry: ModelRegistry, store: AuditStore) -> list[Any]:
         opt={"roles": ["analyst", "auditor"]},  # and admin, who may call everything
         security=SECURED,
         responses=gated(
-            {503: problem(503, "The registry cannot be read", "model registry unavailable")}
+            {
+                200: ok(ModelListing, "Every version with its gate result; the live one; the log"),
+                503: problem(503, "The registry cannot be read", "model registry unavailable"),
+            }
         ),
     )
     async def list_models() -> Response:
@@ -56,6 +68,11 @@ def model_handlers(registry: ModelRegistry, store: AuditStore) -> list[Any]:
         security=SECURED,
         responses=gated(
             {
+                200: ok(
+                    ModelSwitch,
+                    "The change made (model_event) and the version now live",
+                    MODEL_SWITCH_EXAMPLE,
+                ),
                 400: problem(400, "A body that is not a change", "invalid body"),
                 404: problem(404, "No such model version", "no model version 9.9.9"),
                 409: problem(409, "Retired, or already live", "version 1.1.0 is retired"),
@@ -63,6 +80,13 @@ def model_handlers(registry: ModelRegistry, store: AuditStore) -> list[Any]:
                 503: problem(503, "The registry cannot be written", "audit store unavailable"),
             },
             body=True,
+        ),
+        operation_class=request_body_operation(
+            ActiveModelChange,
+            {"action": "promote", "version": "1.1.0", "reason": "challenger won on Q3 traffic"},
+            {},
+            "`promote` a version (it must pass the promotion gate), or `rollback` to the one "
+            "that served before.",
         ),
     )
     async def set_active(request: Request) -> Response:

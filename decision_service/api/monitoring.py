@@ -17,7 +17,9 @@ from litestar import Response, get
 from litestar.params import FromQuery, QueryParameter
 
 from decision_service.api.errors import error, json_response
-from decision_service.api.responses import BAD_PARAMETER, SECURED, gated, problem
+from decision_service.api.openapi import alternatives_operation, html_page
+from decision_service.api.responses import BAD_PARAMETER, SECURED, gated, ok, problem
+from decision_service.monitoring.drift import DriftReport
 from decision_service.monitoring.gauges import DriftGauges
 from decision_service.monitoring.render import render_html
 from decision_service.monitoring.window import window_report
@@ -38,7 +40,15 @@ def drift_handlers(
         opt={"roles": ["analyst", "auditor"]},
         security=SECURED,
         responses=gated(
-            {400: BAD_PARAMETER, 404: problem(404, "No such model version", "no usable model card")}
+            {
+                200: ok(DriftReport, "The drift report (`format=html`: a page of charts)"),
+                400: BAD_PARAMETER,
+                404: problem(404, "No such model version", "no usable model card"),
+                503: problem(503, "The audit store cannot be read", "audit store unavailable"),
+            }
+        ),
+        operation_class=alternatives_operation(
+            {200: html_page("<!doctype html><html>… <h1>Drift of 13 decisions …</h1> …</html>")}
         ),
     )
     async def drift(

@@ -17,8 +17,16 @@ from litestar.params import FromPath, FromQuery
 
 from decision_service.adverse_action import LenderBook, NoAdverseAction, Notice, build_notice
 from decision_service.api.actor import actor_name
-from decision_service.api.errors import error, error_body, json_response
-from decision_service.api.responses import BAD_PARAMETER, SECURED, gated, problem
+from decision_service.api.errors import error, json_response
+from decision_service.api.openapi import alternatives_operation, html_page
+from decision_service.api.responses import (
+    AUDIT_UNAVAILABLE,
+    BAD_PARAMETER,
+    SECURED,
+    gated,
+    ok,
+    problem,
+)
 from decision_service.audit import AuditStore, AuditUnavailable
 from decision_service.audit.queries import DECISION_ID_PATTERN
 
@@ -68,11 +76,15 @@ def notice_handlers(store: AuditStore, lenders: LenderBook) -> list[Any]:
         security=SECURED,
         responses=gated(
             {
+                200: ok(Notice, "The notice (HTML with `format=html` or `Accept: text/html`)"),
                 400: BAD_PARAMETER,
                 404: problem(404, "No such decision", "no decision 0193…"),
                 409: problem(409, "A full approval has no adverse action", "approved in full"),
-                503: problem(503, "The read could not be recorded", "audit store unavailable"),
+                503: AUDIT_UNAVAILABLE,
             }
+        ),
+        operation_class=alternatives_operation(
+            {200: html_page("<!doctype html><html lang='en'>… Notice of action taken …</html>")}
         ),
     )
     async def notice(
@@ -88,14 +100,14 @@ def notice_handlers(store: AuditStore, lenders: LenderBook) -> list[Any]:
         try:
             stored = await store.get(decision_id) if _is_decision_id(decision_id) else None
         except (AuditUnavailable, sa.exc.SQLAlchemyError):
-            return error(503, "audit store unavailable")
+            return error(503, "audit store unavailable", kind="audit-unavailable")
         filters = {"decision_id": decision_id, "lender": lender, "format": format}
         try:
             returned = 0 if stored is None else 1
             await store.record_access(actor_name(request), ROUTE, filters, returned)
-        except AuditUnavailable as exc:
-            body = error_body(503, f"the read could not be recorded: {exc}")
-            return json_response(body, 503, headers={"retry-after": "1"})
+        except AuditUnavailable as exc:  # a problem, as on every route (it was plain JSON)
+            detail = f"the read could not be recorded: {exc}"
+            return error(503, detail, {"retry-after": "1"}, kind="audit-unavailable")
         if stored is None:
             return error(404, f"no decision {decision_id}")
         decode = msgspec.json.decode

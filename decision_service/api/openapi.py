@@ -1,5 +1,6 @@
-"""OpenAPI for /decide: the handler decodes the raw body itself (faster, and every bad field
-is reported), so the request body's schema is declared here from the card's Application type."""
+"""OpenAPI beyond what Litestar infers: request bodies the handlers decode themselves (/decide,
+/decide/batch, /keys, /models/active: faster, and every bad field is reported), declared here
+from their msgspec types; and the other media types a response may come in (HTML pages)."""
 
 from __future__ import annotations
 
@@ -35,19 +36,46 @@ def _schema(node: dict[str, Any]) -> Schema:
     return Schema(**kwargs)
 
 
+Alternatives = dict[int, dict[str, OpenAPIMediaType]]
+
+
+def html_page(example: str) -> dict[str, OpenAPIMediaType]:
+    """A page for people (`format=html`): self-contained HTML, no script."""
+    return {"text/html": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING), example=example)}
+
+
+def alternatives_operation(also: Alternatives) -> type:
+    """An Operation class whose responses also come in the media types of `also` (status →
+    media type → its schema): Litestar's ResponseSpec declares one media type per status."""
+
+    @dataclass
+    class WithAlternatives(Operation):
+        def __post_init__(self) -> None:
+            for status, content in also.items():
+                response = (self.responses or {})[str(status)]
+                response.content = {**(response.content or {}), **content}  # type: ignore[union-attr]
+
+    return WithAlternatives
+
+
 def request_body_operation(
     struct: type[msgspec.Struct],
-    example: dict[str, Any],
+    example: Any,
     flags: dict[str, str],
     description: str = "One loan application; fields, ranges and categories follow the model card.",
     headers: list[Parameter] | None = None,
+    *,
+    max_items: int | None = None,
 ) -> type:
-    """An Operation class whose request body is `struct` (with an example), whose boolean
-    query parameters are `flags` (name → description), plus header parameters."""
+    """An Operation class whose request body is `struct` (with an example) — or, with
+    `max_items`, a JSON array of 1 to max_items of them —, whose boolean query parameters are
+    `flags` (name → description), plus header parameters."""
     schema = msgspec.json.schema(struct)
-    root = schema["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+    root = _schema(schema["$defs"][schema["$ref"].rsplit("/", 1)[-1]])
+    if max_items is not None:
+        root = Schema(type=OpenAPIType.ARRAY, items=root, min_items=1, max_items=max_items)
     body = RequestBody(
-        content={"application/json": OpenAPIMediaType(schema=_schema(root), example=example)},
+        content={"application/json": OpenAPIMediaType(schema=root, example=example)},
         required=True,
         description=description,
     )

@@ -5,6 +5,8 @@ test validates real answers against them (tests/e2e/test_openapi_conformance.py)
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -12,6 +14,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example, SecurityRequirement, SecurityScheme
 
 from decision_service.api.errors import PROBLEM, error_body
+from decision_service.decision import Decision
+from decision_service.scoring.registry import ModelEvent
 
 BEARER = "bearer"
 SECURITY_SCHEMES: dict[str, Any] = {
@@ -49,12 +53,32 @@ class RecordLinks(msgspec.Struct):
     code_version: str
 
 
-class RecordView(msgspec.Struct):
-    """A stored decision exactly as answered, the request exactly as received, its chain links."""
+class ChallengerResult(msgspec.Struct):
+    """What a challenger would have decided on this application (recorded, never answered)."""
+
+    challenger: str
+    version: str
+    ruleset_sha256: str
+    engine: str
+    model_version: str
+    model_sha256: str  # "" if the challenger's model could not be loaded
+    outcome: str | None  # null: the challenger raised (error says what)
+    approved_amount: float | None
+    risk_band: str | None
+    pd: float | None
+    error: str | None
+    fired: list[str]  # rule ids
+    reasons: list[Any]  # reason codes as recorded
+
+
+class RecordView(msgspec.Struct, kw_only=True):
+    """A stored decision exactly as answered, the request exactly as received, its chain links;
+    GET /decisions/{decision_id} adds what the challengers would have decided."""
 
     decision: Any  # the Decision (schema: Decision), byte for byte as answered
     request: dict[str, Any]
     record: RecordLinks
+    challengers: list[ChallengerResult] | None = None
 
 
 class DecisionPage(msgspec.Struct):
@@ -69,6 +93,17 @@ class ActiveRule(msgspec.Struct):
     when: str
 
 
+class ChallengerRules(msgspec.Struct):
+    name: str
+    version: str
+    sha256: str
+    file: str
+    sample: float | None
+    model_version: str | None
+    effective_from: str | None
+    effective_to: str | None
+
+
 class RulesStatus(msgspec.Struct):
     name: str
     version: str
@@ -77,6 +112,9 @@ class RulesStatus(msgspec.Struct):
     file: str
     loaded_at: str
     rules: list[ActiveRule]
+    versions: list[dict[str, Any]]  # every version in rules/: active, scheduled or past
+    watch_errors: int  # failed file-watcher reloads since start
+    challengers: list[ChallengerRules]  # run after the champion, recorded, never answered
 
 
 class Live(msgspec.Struct):
@@ -100,6 +138,82 @@ class MadeKey(msgspec.Struct):
     name: str
     role: str
     key: str  # shown this once; stored only as a hash
+
+
+class ItemErrors(msgspec.Struct):
+    index: int  # the item's place in the batch, from 0
+    errors: list[FieldProblem]
+
+
+class BatchAnswer(msgspec.Struct):
+    decisions: list[Decision]  # the valid items' decisions, in order
+    errors: list[ItemErrors]  # one per invalid item (nothing decided for it)
+
+
+class GateSummary(msgspec.Struct):
+    passed: bool
+    failed: list[str]
+    warnings: list[str]
+
+
+class ModelVersionView(msgspec.Struct):
+    version: str
+    status: str  # live | retired | available | invalid
+    sha256: str | None
+    test_auc: float | None
+    features: int | None
+    created: str | None
+    error: str | None
+    gate: GateSummary | None  # the promotion gate's result (null for an invalid version)
+
+
+class ModelListing(msgspec.Struct):
+    model: str
+    live: str
+    default: str
+    rollback_to: str | None
+    retired: list[str]
+    versions: list[ModelVersionView]
+    events: list[ModelEvent]
+
+
+class ModelSwitch(msgspec.Struct):
+    event: ModelEvent
+    live: str
+    change_log: bool  # false: switched, but the change_log row could not be written
+
+
+# Examples for the document (tests/e2e/test_openapi_conformance.py validates each against its
+# schema). The decision is a real one, kept beside the docs page that shows it. No null member:
+# Litestar drops them from examples, which would then lack a required field.
+DECISION_EXAMPLE: dict[str, Any] = json.loads(
+    (Path(__file__).parent / "docs_ui" / "decision-example.json").read_text()
+)
+BATCH_EXAMPLE = {
+    "decisions": [DECISION_EXAMPLE],
+    "errors": [{"index": 1, "errors": [{"field": "$.age", "message": "Expected `int` >= 18"}]}],
+}
+KEY_EXAMPLE = {  # a revoked key (a live one has "revoked_at": null)
+    "name": "los-2025",
+    "role": "decider",
+    "created_at": "2025-11-24T09:00:00.000000Z",
+    "last_used_at": "2026-11-25T17:42:10.120000Z",
+    "revoked_at": "2026-11-26T08:00:00.000000Z",
+}
+MADE_KEY_EXAMPLE = {"name": "los-prod", "role": "decider", "key": "dsk_8Jk…(43 characters)"}
+MODEL_SWITCH_EXAMPLE = {
+    "event": {
+        "seq": 3,
+        "at": "2026-11-25T10:00:00+00:00",
+        "action": "promote",
+        "from_version": "1.0.0",
+        "to_version": "1.1.0",
+        "actor": "ops-admin",
+        "reason": "challenger won on Q3 traffic",
+    },
+    "live": "1.1.0",
+    "change_log": True,
+}
 
 
 def problem(status: int, description: str, detail: str, **members: Any) -> ResponseSpec:
@@ -164,6 +278,15 @@ BAD_PARAMETER = problem(
             "date-time (2026-11-24T21:00:00Z), got 'yesterday'",
         }
     ],
+)
+
+
+AUDIT_UNAVAILABLE = problem(
+    503,
+    "The audit store cannot be read, or this read of personal data cannot be recorded in "
+    "access_log, so nothing is answered (Retry-After)",
+    "the read could not be recorded: audit store unavailable",
+    kind="audit-unavailable",
 )
 
 
