@@ -167,16 +167,19 @@ class BatchResult:
         )
         entries = np.concatenate([cap_part, rule_part, model_part], axis=1)
         values = np.concatenate([np.full((n, 1 + width), np.nan), self.reason_value], axis=1)
-        # each part is left-packed: a row's shape is (cap?, rule count, model count)
-        shape = np.stack(
-            [cap_part[:, 0] >= 0, (rule_part >= 0).sum(axis=1), (model_part >= 0).sum(axis=1)],
-            axis=1,
+        # each part is left-packed: a row's shape is (cap?, rule count, model count), one int
+        models = model_part.shape[1] + 1
+        capped = (cap_part[:, 0] >= 0).astype(np.int64)
+        n_rules, n_models = (rule_part >= 0).sum(axis=1), (model_part >= 0).sum(axis=1)
+        shapes, which = np.unique(
+            (capped * (width + 1) + n_rules) * models + n_models, return_inverse=True
         )
-        shapes, which = np.unique(shape.reshape(n, 3), axis=0, return_inverse=True)
         slots = np.full((max(len(shapes), 1), MAX_REASONS), -1, np.int64)
-        for k, (capped, n_rules, n_model) in enumerate(shapes):
+        for k, key in enumerate(shapes.tolist()):
+            rest, n_model = divmod(key, models)
+            has_cap, n_rule = divmod(rest, width + 1)
             chosen = principal_reasons(
-                range(1, 1 + n_rules), 0 if capped else None, range(1 + width, 1 + width + n_model)
+                range(1, 1 + n_rule), 0 if has_cap else None, range(1 + width, 1 + width + n_model)
             )
             slots[k, : len(chosen)] = chosen
         pick = slots[which.reshape(-1)]
