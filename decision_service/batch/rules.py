@@ -272,21 +272,9 @@ class ColumnRules:
             active = hits[members] & ~passive[members] if st is not None else hits[members]
             env.update(self._derive(members, active, numbers, st, n))
         active = hits & ~passive
-        max_amount, cap_source = self._caps(active, numbers, tables, n)
-        pattern, resolutions = self._resolve(active, tables, n)
-        return ColumnEvaluation(
-            self,
-            n,
-            hits,
-            passive,
-            env,
-            numbers,
-            tables,
-            max_amount,
-            cap_source,
-            pattern,
-            resolutions,
-        )
+        caps = self._caps(active, numbers, tables, n)  # (max_amount, cap_source)
+        resolved = self._resolve(active, tables, n)  # (pattern, resolutions)
+        return ColumnEvaluation(self, n, hits, passive, env, numbers, tables, *caps, *resolved)
 
     def _caps(
         self,
