@@ -1,10 +1,11 @@
 """Adverse-action notices: what an applicant is told when declined, referred or offered less.
 
-Principal reasons, at most four, most important first: the rules that decided the outcome
-(in the order they fired), except where the decisive rule is the score cut-off itself, which
-is not a reason an applicant can act on — there the model's own reasons (exact SHAP, largest
-first) stand in its place. Every code is stated in plain language; two codes that say the same
-thing to an applicant are cited once. The lender's identity and rights paragraphs come from a
+Principal reasons: the decision's own (at most four, in the order `pipeline.principal_reasons`
+gives them: the capping rule of a reduced approval, the rules that decided the outcome, the
+model's reasons by contribution), each stated in plain language. Two codes that say the same
+thing to an applicant are cited once, and the score cut-off itself (PD-01/PD-02: "risk above
+appetite") is not a reason an applicant can act on — the model's reasons that follow it in the
+decision say what drove the score. The lender's identity and rights paragraphs come from a
 per-lender file (notices/lenders.yaml).
 """
 
@@ -18,6 +19,7 @@ import yaml
 
 MAX_REASONS = 4
 SCORE_RULES = {"PD-01", "PD-02"}  # "risk above appetite": replaced by the model's reasons
+_LIMIT = "The amount requested exceeds the limit for your income and risk level"
 PLAIN: dict[str, str] = {
     "KO-01": "You do not meet our minimum age requirement to enter into a credit contract",
     "KO-02": "The loan would run past the maximum age at repayment that our policy allows",
@@ -46,7 +48,9 @@ PLAIN: dict[str, str] = {
     "MDL-DEBT": "Amount of existing debt",
     "MDL-AMOUNT": "Amount of credit requested is high for your income and assets",
     "MDL-PRICE": "Price of the goods financed",
-    "LIMIT": "The amount requested exceeds the limit for your income and risk level",
+    "LIMIT": _LIMIT,
+    # the band limits of rules/risk_appetite.yaml, cited when they reduce an approval
+    **{f"TBL-BAND-LIMIT-{band}": _LIMIT for band in "ABCD"},
 }
 PROTECTED_CODES = {"MDL-MARITAL", "MDL-AGE", "KO-01", "KO-02"}  # need compliance review
 ACTIONS = {
@@ -109,23 +113,14 @@ def _plain(code: str, fallback: str) -> str:
 
 
 def principal_reasons(decision: dict[str, Any], action: str) -> list[NoticeReason]:
-    """At most four reasons, most important first, each in plain language, none repeated."""
+    """The decision's principal reasons in its order, in plain language, none repeated, the
+    score cut-off left to the model's reasons (kept when nothing else explains it)."""
     reasons = decision.get("reasons", [])
-    rules = [r for r in reasons if r["source"] == "rule"]
-    model = sorted(
-        (r for r in reasons if r["source"] == "model"),
-        key=lambda r: -(r.get("contribution") or 0.0),
-    )
-    ordered: list[tuple[str, str, str]] = []
-    if action == "reduced":
-        ordered.append(("LIMIT", "rule", PLAIN["LIMIT"]))
-    for r in rules:
-        if r["code"] in SCORE_RULES:
-            ordered += [(m["code"], "model", _plain(m["code"], m["text"])) for m in model]
-            model = []
-        else:
-            ordered.append((r["code"], "rule", _plain(r["code"], r["text"])))
-    ordered += [(m["code"], "model", _plain(m["code"], m["text"])) for m in model]
+    actionable = [r for r in reasons if r["code"] not in SCORE_RULES] or reasons
+    ordered = [(r["code"], r["source"], _plain(r["code"], r["text"])) for r in actionable]
+    if action == "reduced" and not any(r["source"] == "rule" for r in reasons):
+        # decided before reduced approvals cited their capping rule
+        ordered.insert(0, ("LIMIT", "rule", PLAIN["LIMIT"]))
     out: list[NoticeReason] = []
     seen: set[str] = set()
     for code, source, text in ordered:

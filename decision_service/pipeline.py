@@ -1,15 +1,16 @@
 """The decision pipeline: a pure function of (application, model, ruleset).
 
-features → score → facts → rules → resolve → explain (when adverse or asked) → Decision.
+features → score → facts → rules → resolve → explain (when adverse or asked) → the principal
+reasons → Decision.
 No I/O: the caller supplies the id, the clock and the trace id, so a stored decision can be
 re-decided and compared field by field (replay).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -38,6 +39,35 @@ def needs_model_reasons(outcome: str, explain: bool) -> bool:
 
 def model_reasons(explanations: Iterable[Explanation]) -> list[Reason]:
     return [Reason(e.code, "model", e.text, e.contribution) for e in explanations]
+
+
+# Regulation B (12 CFR 1002.9) asks for the specific principal reasons; more than four are
+# not meaningful to an applicant. The trace keeps every fired rule.
+MAX_REASONS = 4
+T = TypeVar("T")
+
+
+def principal_reasons(rules: Sequence[T], cap: T | None, model: Sequence[T]) -> list[T]:
+    """The at most MAX_REASONS reasons of a decision, most important first:
+
+    1. `cap`: the rule whose cap made an approval smaller than requested (an approval has no
+       adverse rule, so this is the one thing it must explain);
+    2. `rules`: the fired rules that decided the outcome, in firing order (stage, then priority:
+       a knock-out before a later stage's appetite rule);
+    3. `model`: the model's reasons, largest SHAP contribution to the PD first.
+
+    Generic in the reason: the batch path runs it on column positions, so both paths share the
+    one order."""
+    head = [] if cap is None else [cap]
+    return [*head, *rules, *model][:MAX_REASONS]
+
+
+def decision_reasons(result: Evaluation, amount: float, model: Sequence[Reason]) -> list[Reason]:
+    """A Decision's reasons: its rule reasons, the cap it cites (an approval below the amount
+    requested) and its model reasons, merged by `principal_reasons`."""
+    granted = approved_amount(result.outcome, amount, result.max_amount)
+    cap = result.capped_by if granted is not None and granted < amount else None
+    return principal_reasons(result.reasons, cap, model)
 
 
 def approved_amount(outcome: str, amount: float, cap: Any) -> float | None:
@@ -105,9 +135,10 @@ def decide(
     t1 = perf_counter_ns()
     result = evaluate_rules(app, pd, engine)
     t2 = perf_counter_ns()
-    reasons: list[Reason] = list(result.reasons)
+    model: list[Reason] = []
     if needs_model_reasons(result.outcome, explain):
-        reasons += model_reasons(scorer.explain(row))
+        model = model_reasons(scorer.explain(row))
+    reasons = decision_reasons(result, app.amount, model)
     t3 = perf_counter_ns()
     timings["score"] = (t1 - t0) // 1000
     timings["rules"] = (t2 - t1) // 1000

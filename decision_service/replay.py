@@ -23,6 +23,7 @@ from decision_service.rules.evaluation import Engine
 from decision_service.rules.language import RuleFileError, load_ruleset_from_text
 from decision_service.rules.registry import ENGINES
 from decision_service.scoring import Scorer, application_type
+from decision_service.scoring.application import decode_application
 from decision_service.service import card_schema
 
 _IGNORED = {("trace", "timings_us")}  # measured, not decided
@@ -120,7 +121,7 @@ class Replayer:
         recorded = stored.decision()
         scorer = self.scorer(stored.model_name, stored.model_version, stored.model_sha256)
         engine = self.engine(scorer, stored.ruleset_sha256, stored.engine)
-        app = msgspec.json.decode(stored.request_json, type=application_type(scorer.card))
+        app = decode_application(application_type(scorer.card), stored.request_json)
         explained = recorded.outcome == "approve" and any(
             r.source == "model" for r in recorded.reasons
         )

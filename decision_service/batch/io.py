@@ -22,7 +22,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from decision_service.batch.columns import ApplicationColumns, Col
-from decision_service.scoring.application import FieldError, field_errors
+from decision_service.scoring.application import FieldError, decode_application, field_errors
 from decision_service.scoring.card import FeatureSpec
 
 FORMATS = ("jsonl", "csv", "parquet")
@@ -95,7 +95,6 @@ def read_chunks(
 
 
 def _jsonl(path: Path, app_type: type, specs, chunk_rows: int) -> Iterator[Chunk]:
-    decode = msgspec.json.Decoder(app_type).decode
     apps: list[Any] = []
     requests: list[bytes] = []
     lines: list[int] = []
@@ -108,7 +107,7 @@ def _jsonl(path: Path, app_type: type, specs, chunk_rows: int) -> Iterator[Chunk
                 continue
             size += 1
             try:
-                apps.append(decode(body))
+                apps.append(decode_application(app_type, body))
                 requests.append(body)
                 lines.append(number)
             except (msgspec.ValidationError, msgspec.DecodeError):

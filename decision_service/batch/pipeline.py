@@ -19,7 +19,16 @@ import pyarrow as pa
 from decision_service.batch.columns import ApplicationColumns, Col
 from decision_service.batch.rules import OUTCOMES, ColumnEvaluation, ColumnRules
 from decision_service.decision import Decision
-from decision_service.pipeline import Versions, assemble, model_reasons, needs_model_reasons
+from decision_service.pipeline import (
+    MAX_REASONS,
+    Versions,
+    assemble,
+    decision_reasons,
+    model_reasons,
+    needs_model_reasons,
+    principal_reasons,
+)
+from decision_service.rules.evaluation import CapSource, cap_reason
 from decision_service.rules.language import Ruleset
 from decision_service.scoring import Scorer
 from decision_service.scoring.scorer import TOP_REASONS
@@ -82,19 +91,20 @@ class BatchResult:
     ) -> Decision:
         """Row i as a Decision: the row pipeline's own `assemble`."""
         scorer, result = self.pipeline.scorer, self.rules.evaluation(i)
-        reasons = list(result.reasons)
+        model = []
         if self.explained[i]:
-            reasons += model_reasons(
+            model = model_reasons(
                 scorer.explanation(int(j), float(v))
                 for j, v in zip(self.reason_feature[i], self.reason_value[i], strict=True)
                 if j >= 0
             )
+        amount = self.apps.cols["amount"].py(i)
         return assemble(
             self.apps.ids[i],
-            self.apps.cols["amount"].py(i),
+            amount,
             float(self.pd[i]),
             result,
-            reasons,
+            decision_reasons(result, amount, model),
             self.pipeline.refs,
             dict(self.timings_us),
             decision_id=decision_id,
@@ -137,8 +147,9 @@ class BatchResult:
         return pa.ListArray.from_arrays(pa.array(offsets), ids.take(pa.array(index[present])))
 
     def _reasons_column(self) -> pa.Array:
-        """Rule reasons (per resolution) then model reasons, as `decision(i).reasons`."""
-        vocab = self.pipeline.reason_vocab
+        """Each row's reasons as `decision(i).reasons`: the cap, rule and model reasons side by
+        side, then the slots the shared `principal_reasons` picks for the row's shape."""
+        vocab, n = self.pipeline.reason_vocab, self.n
         per_resolution = [
             [vocab.index_of(r) for r in reasons] for _, reasons in self.rules.resolutions
         ]
@@ -147,15 +158,34 @@ class BatchResult:
         for k, codes in enumerate(per_resolution):
             table[k, : len(codes)] = codes
         rule_part = table[self.rules.pattern][:, :width]
+        reduced = self.approved < self.apps.cols["amount"].values  # NaN (not approved): False
+        cap_part = np.where(reduced, vocab.cap_index[self.rules.cap_source], -1)[:, None]
         model_part = np.where(
             self.explained[:, None] & (self.reason_feature >= 0),
             self.reason_feature + vocab.model_base,
             -1,
         )
-        entries = np.concatenate([rule_part, model_part], axis=1)
-        values = np.concatenate([np.full(rule_part.shape, np.nan), self.reason_value], axis=1)
-        keep = entries >= 0  # both parts are left-packed, so row-major order is reason order
-        flat, contrib = entries[keep], values[keep]
+        entries = np.concatenate([cap_part, rule_part, model_part], axis=1)
+        values = np.concatenate([np.full((n, 1 + width), np.nan), self.reason_value], axis=1)
+        # each part is left-packed: a row's shape is (cap?, rule count, model count), one int
+        models = model_part.shape[1] + 1
+        capped = (cap_part[:, 0] >= 0).astype(np.int64)
+        n_rules, n_models = (rule_part >= 0).sum(axis=1), (model_part >= 0).sum(axis=1)
+        shapes, which = np.unique(
+            (capped * (width + 1) + n_rules) * models + n_models, return_inverse=True
+        )
+        slots = np.full((max(len(shapes), 1), MAX_REASONS), -1, np.int64)
+        for k, key in enumerate(shapes.tolist()):
+            rest, n_model = divmod(key, models)
+            has_cap, n_rule = divmod(rest, width + 1)
+            chosen = principal_reasons(
+                range(1, 1 + n_rule), 0 if has_cap else None, range(1 + width, 1 + width + n_model)
+            )
+            slots[k, : len(chosen)] = chosen
+        pick = slots[which.reshape(-1)]
+        keep = pick >= 0  # row-major over the picked slots is reason order
+        rows = np.broadcast_to(np.arange(n)[:, None], pick.shape)
+        flat, contrib = entries[rows[keep], pick[keep]], values[rows[keep], pick[keep]]
         offsets = np.zeros(self.n + 1, np.int32)
         np.cumsum(keep.sum(axis=1), out=offsets[1:])
         index = pa.array(flat)
@@ -174,7 +204,7 @@ class BatchResult:
 class _ReasonVocab:
     """Every reason a decision can cite: the rules' (by rule) then the model's (by feature)."""
 
-    def __init__(self, ruleset: Ruleset, scorer: Scorer) -> None:
+    def __init__(self, ruleset: Ruleset, scorer: Scorer, cap_sources: list[CapSource]) -> None:
         codes, sources, texts = [], [], []
         self._rule_index: dict[tuple[str, str], int] = {}
         conflicts = [t.conflict for t in ruleset.tables if t.hit == "unique"]
@@ -185,6 +215,18 @@ class _ReasonVocab:
                 codes.append(rule.code)
                 sources.append("rule")
                 texts.append(rule.reason or "")
+        # the reason of every cap (rules with `max_amount`, tables aggregating one), by source
+        cap_index = []
+        for source in cap_sources:
+            reason = cap_reason(source)
+            key = (reason.code, reason.text)
+            if key not in self._rule_index:
+                self._rule_index[key] = len(codes)
+                codes.append(reason.code)
+                sources.append("rule")
+                texts.append(reason.text)
+            cap_index.append(self._rule_index[key])
+        self.cap_index = np.array([*cap_index, -1], np.int64)  # [-1]: no cap
         self.model_base = len(codes)
         for spec in scorer.card.features:
             codes.append(spec.reason_code)
@@ -207,7 +249,7 @@ class BatchPipeline:
         self.refs = refs
         self.explain = explain
         self.rules = ColumnRules(ruleset)
-        self.reason_vocab = _ReasonVocab(ruleset, scorer)
+        self.reason_vocab = _ReasonVocab(ruleset, scorer, self.rules.cap_sources)
 
     def decide(self, apps: ApplicationColumns, *, reasons: bool = True) -> BatchResult:
         """Decide a chunk. `reasons=False` skips the model reasons (a backtest compares

@@ -35,12 +35,14 @@ from decision_service.batch.expressions import Env, truth, value
 from decision_service.batch.tables import StageTables, TableStep, distinct_patterns
 from decision_service.decision import FiredRule, Reason
 from decision_service.rules.evaluation import (
+    CapSource,
     Evaluation,
     aggregate_entry,
     fired_entry,
     lowest_cap,
     passive_entry,
     resolve,
+    tightest_cap,
 )
 from decision_service.rules.language import Rule, Ruleset
 from decision_service.rules.tables import row_value
@@ -64,6 +66,7 @@ class ColumnEvaluation:
     numbers: dict[tuple[int, str], Col]  # (rule index, compute field | "max_amount")
     tables: list[StageTables | None]  # per stage: the hit-policy step's result
     max_amount: np.ndarray  # float64, NaN = no cap
+    cap_source: np.ndarray  # index into compiled.cap_sources of the cap that set it; -1 = none
     pattern: np.ndarray  # row -> index into `resolutions`
     resolutions: list[tuple[str, list[Reason]]]  # per distinct set of fired outcome rules
     outcome: np.ndarray = field(init=False)  # int8 codes into OUTCOMES
@@ -117,13 +120,14 @@ class ColumnEvaluation:
 
     def evaluation(self, i: int) -> Evaluation:
         outcome, reasons = self.resolutions[self.pattern[i]]
-        cap = self.max_amount[i]
+        cap, capped_by = (None, None) if self.cap_source[i] < 0 else self._tightest_cap(i)
         return Evaluation(
             outcome=outcome,  # type: ignore[arg-type]
-            max_amount=None if cap != cap else self._lowest_cap(i),
+            max_amount=cap,
             derived={name: self.env[name].py(i) for name in self._derived_order(i)},
             fired=self.fired(i),
             reasons=reasons,
+            capped_by=capped_by,
         )
 
     def _active(self, i: int, lo: int, hi: int) -> np.ndarray:
@@ -149,23 +153,25 @@ class ColumnEvaluation:
                         order.setdefault(out.field)  # type: ignore[arg-type]
         return order
 
-    def _lowest_cap(self, i: int) -> Any:
-        """Row i's cap as the row path holds it (`min` keeps the first of equal int/float)."""
-        caps, rules = [], self.ruleset.rules
+    def _tightest_cap(self, i: int) -> tuple[Any, Reason | None]:
+        """Row i's cap as the row path holds it (`min` keeps the first of equal int/float), and
+        the reason of the rule that set it (the shared `tightest_cap`, on the trace order)."""
+        caps: list[tuple[Any, CapSource]] = []
+        rules = self.ruleset.rules
         for si, (lo, hi) in enumerate(self.compiled.stage_range):
             for ri in self._active(i, lo, hi):
                 if rules[ri].max_amount is not None:
                     v = self.numbers[(int(ri), "max_amount")].py(i)
                     if v is not None:
-                        caps.append(v)
+                        caps.append((v, rules[ri]))
             st = self.tables[si]
             if st is not None:
                 for table, _ in st.aggregated(i):
                     if table.outputs[0].kind == "max_amount":
                         v = st.results[table.id].py(i)
                         if v is not None:
-                            caps.append(v)
-        return lowest_cap(caps)
+                            caps.append((v, table))
+        return tightest_cap(caps)
 
     def derived_value(self, name: str) -> Col:
         return self.env[name]
@@ -237,6 +243,16 @@ class ColumnRules:
             if r.outcome:
                 self.outcome_slots.append((r, i))
         self.derived_types = ruleset.derived
+        # what can cap an amount, in the order `_caps` stacks them: per stage, its rules with
+        # `max_amount` (firing order), then its tables aggregating a `max_amount`
+        self.stage_caps = [
+            [t for t in self.tables.aggregates[si] if t.outputs[0].kind == "max_amount"]
+            for si in range(len(ruleset.stages))
+        ]
+        self.cap_sources: list[CapSource] = []
+        for si, (lo, hi) in enumerate(self.stage_range):
+            self.cap_sources += [r for r in rules[lo:hi] if r.max_amount is not None]
+            self.cap_sources += self.stage_caps[si]
 
     def evaluate(self, facts: Env, n: int) -> ColumnEvaluation:
         rules = self.ruleset.rules
@@ -256,26 +272,40 @@ class ColumnRules:
             active = hits[members] & ~passive[members] if st is not None else hits[members]
             env.update(self._derive(members, active, numbers, st, n))
         active = hits & ~passive
-        caps = [
-            np.where(
-                active[i] & numbers[(i, "max_amount")].known,
-                numbers[(i, "max_amount")].values,
-                np.nan,
-            )
-            for i, r in enumerate(rules)
-            if r.max_amount is not None
-        ]
-        for st in tables:
-            for tid, col in (st.results if st is not None else {}).items():
-                if self.tables.tables[tid].outputs[0].kind == "max_amount":
-                    caps.append(np.where(col.known, col.values, np.nan))
-        max_amount = lowest_cap(caps, np.fmin)
-        if max_amount is None:
-            max_amount = np.full(n, np.nan)
-        pattern, resolutions = self._resolve(active, tables, n)
-        return ColumnEvaluation(
-            self, n, hits, passive, env, numbers, tables, max_amount, pattern, resolutions
-        )
+        caps = self._caps(active, numbers, tables, n)  # (max_amount, cap_source)
+        resolved = self._resolve(active, tables, n)  # (pattern, resolutions)
+        return ColumnEvaluation(self, n, hits, passive, env, numbers, tables, *caps, *resolved)
+
+    def _caps(
+        self,
+        active: np.ndarray,
+        numbers: dict[tuple[int, str], Col],
+        tables: list[StageTables | None],
+        n: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per row the tightest cap (NaN: none) and which of `cap_sources` set it: the first in
+        trace order among equal caps, as `tightest_cap` picks it on a row."""
+        caps: list[np.ndarray] = []
+        order: list[Any] = []  # per cap, its trace position (an aggregate's varies per row)
+        slots = len(self.ruleset.tables) + 2
+        for si, (lo, hi) in enumerate(self.stage_range):
+            for i in range(lo, hi):
+                if self.ruleset.rules[i].max_amount is not None:
+                    col = numbers[(i, "max_amount")]
+                    caps.append(np.where(active[i] & col.known, col.values, np.nan))
+                    order.append(i * slots)
+            st = tables[si]
+            for table in self.stage_caps[si]:
+                col = st.results[table.id]  # type: ignore[union-attr]
+                caps.append(np.where(col.known, col.values, np.nan))
+                order.append((hi - 1) * slots + 1 + st.rank[table.id])  # type: ignore[union-attr]
+        if not caps:
+            return np.full(n, np.nan), np.full(n, -1, np.int64)
+        values = np.stack(caps)
+        cap = lowest_cap(list(values), np.fmin)
+        positions = np.stack([np.broadcast_to(p, n) for p in order])
+        first = np.where(values == cap, positions, np.iinfo(np.int64).max).argmin(axis=0)
+        return cap, np.where(np.isnan(cap), -1, first)
 
     def _derive(
         self,

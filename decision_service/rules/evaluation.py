@@ -28,6 +28,8 @@ class Evaluation(msgspec.Struct, frozen=True):
     derived: dict[str, Any]  # fields set/computed by rules
     fired: list[FiredRule]  # firing order: stage asc, priority desc, file order
     reasons: list[Reason]  # the fired rules that decided the outcome, in firing order
+    # the rule (or aggregate table) whose cap is `max_amount`: the first in trace order of equals
+    capped_by: Reason | None = None
 
 
 class Engine(Protocol):
@@ -70,6 +72,26 @@ def lowest_cap(caps: Sequence[Any], minimum: Callable[[Any, Any], Any] = min) ->
 
     `minimum` is `min` on one decision's values, an element-wise minimum on columns."""
     return functools.reduce(minimum, caps) if caps else None
+
+
+# What a reduced approval cites when the capping rule gives no `reason` of its own.
+CAP_TEXT = "The amount requested exceeds the maximum our lending policy allows for this application"
+CapSource = Rule | Table  # a rule (or table row) with `max_amount`, or a table aggregating one
+
+
+def cap_reason(source: CapSource) -> Reason:
+    """The reason a cap gives when it makes an approval smaller than the amount requested."""
+    if isinstance(source, Table):
+        return Reason(code=f"TBL-{source.id}", source="rule", text=CAP_TEXT)
+    return Reason(code=source.code, source="rule", text=source.reason or CAP_TEXT)
+
+
+def tightest_cap(caps: Sequence[tuple[Any, CapSource]]) -> tuple[Any, Reason | None]:
+    """The lowest of the known caps (in trace order) and the reason of the first that set it."""
+    if not caps:
+        return None, None
+    cap = lowest_cap([c for c, _ in caps])
+    return cap, cap_reason(next(s for c, s in caps if c == cap))
 
 
 def fired_entry(
@@ -133,7 +155,7 @@ def run_stages(
     derived: dict[str, Any] = {}
     fired: list[FiredRule] = []
     fired_rules: list[Rule] = []
-    caps: list[float] = []
+    caps: list[tuple[Any, CapSource]] = []  # in trace order
     tables = ruleset.table_index
     for si, stage in enumerate(ruleset.stages):
         hits = match(si, env)
@@ -168,7 +190,7 @@ def run_stages(
             if rule.max_amount is not None:
                 cap = number(rule, "max_amount", env)
                 if cap is not None:
-                    caps.append(cap)
+                    caps.append((cap, rule))
             values = {f: env.get(f) for f in rule.reads}
             fired.append(fired_entry(rule, values, computed, cap))
             fired_rules.append(rule)
@@ -178,19 +200,21 @@ def run_stages(
             out = table.outputs[0]
             if out.kind == "max_amount":
                 if result is not None:
-                    caps.append(result)
+                    caps.append((result, table))
             elif result is not None and out.field not in new:
                 new[out.field] = result  # type: ignore[index]
             fired.append(aggregate_entry(table, rows, result))
         derived.update(new)
         env.update(new)
     outcome, reasons = resolve(ruleset, fired_rules)
+    max_amount, capped_by = tightest_cap(caps)
     return Evaluation(
         outcome=outcome,  # type: ignore[arg-type]
-        max_amount=lowest_cap(caps),
+        max_amount=max_amount,
         derived=derived,
         fired=fired,
         reasons=reasons,
+        capped_by=capped_by,
     )
 
 

@@ -7,6 +7,7 @@ pipeline's Decisions and Arrow columns on a conflicting policy."""
 
 from __future__ import annotations
 
+from collections import Counter
 from functools import cache
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 from decision_service.batch.columns import ApplicationColumns, facts_columns
 from decision_service.batch.pipeline import BatchPipeline
 from decision_service.batch.rules import ColumnRules
-from decision_service.pipeline import decide, versions
+from decision_service.pipeline import MAX_REASONS, decide, versions
 from decision_service.rules import tables as tb
 from decision_service.rules.compiled import CompiledEngine
 from decision_service.rules.durable import DurableEngine
@@ -103,6 +104,7 @@ def test_batch_decisions_and_columns_on_a_conflicting_policy():
     result = batch.decide(ApplicationColumns.from_structs(apps, scorer.card.features))
     table = result.to_arrow([f"d{i}" for i in range(len(apps))], "2026-11-26T00:00:00Z")
     referred_by_conflict = 0
+    cited: Counter[str] = Counter()
     for i, (app, arrow) in enumerate(zip(apps, table.to_pylist(), strict=True)):
         ids = {"decision_id": f"d{i}", "decided_at": "2026-11-26T00:00:00Z"}
         row = decide(app, scorer, engine, refs, explain=True, trace_id="t", **ids)
@@ -114,5 +116,9 @@ def test_batch_decisions_and_columns_on_a_conflicting_policy():
         reasons = [(r["code"], r["source"], r["text"], r["contribution"]) for r in arrow["reasons"]]
         assert reasons == [(r.code, r.source, r.text, r.contribution) for r in row.reasons]
         referred_by_conflict += any(r.code == CONFLICT_CODE for r in row.reasons)
+        assert len(row.reasons) <= MAX_REASONS
+        if row.approved_amount is not None and row.approved_amount < app.amount:
+            cited[row.reasons[0].code] += 1  # a reduced approval cites its cap first
     assert referred_by_conflict > 0
+    assert "TBL-LIMIT" in cited, cited  # an aggregate table's cap (collect max)
     assert np.isnan(result.approved[result.outcome_codes != 0]).all()

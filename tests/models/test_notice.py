@@ -78,6 +78,11 @@ async def test_notices_cite_at_most_four_plain_reasons_by_importance(stored) -> 
                 texts = [r["text"] for r in reasons]
                 assert len(set(texts)) == len(texts) and set(texts) <= plain
                 assert notice["action"] == kind.split("-")[0]
+                # the decision's own principal reasons, in its order (none added)
+                cited = [r["code"] for r in reasons]
+                own = [r["code"] for r in d["reasons"]]
+                assert len(own) <= MAX_REASONS
+                assert cited == [c for c in own if c in cited]
                 assert "Equal Credit Opportunity Act" in notice["lender"]["rights"]
                 if kind == "decline-score":  # the cut-off is replaced by the model's reasons
                     model = [r for r in d["reasons"] if r["source"] == "model"]
@@ -87,7 +92,10 @@ async def test_notices_cite_at_most_four_plain_reasons_by_importance(stored) -> 
                     assert reasons[0]["code"] == d["reasons"][0]["code"]
                 if kind == "reduced":
                     assert notice["offered_amount"] < notice["requested_amount"]
-                    assert reasons[0]["code"] == "LIMIT"
+                    assert reasons[0]["code"] == d["reasons"][0]["code"]  # the capping rule
+                    assert reasons[0]["code"].startswith("TBL-BAND-LIMIT-")
+                    capped = [f for f in d["trace"]["rules_fired"] if "cap" in f["then"]]
+                    assert notice["offered_amount"] == min(f["then"]["cap"] for f in capped)
         d = kinds["decline"][0]
         page = await client.get(
             f"/decisions/{d['decision_id']}/notice", headers={"accept": "text/html"}

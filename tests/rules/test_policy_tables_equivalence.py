@@ -1,6 +1,7 @@
 """The shipped policy rewritten with decision tables decides exactly as the rule version it
 replaced (kept as a fixture) on all 1,782 example applications, with the real model, on both
-engines, through the one decision pipeline. Only trace ids change, by a fixed mapping."""
+engines, through the one decision pipeline. Only trace ids change, by a fixed mapping (and so
+the code a reduced approval cites for its limit: the rule's default code, the row's)."""
 
 from __future__ import annotations
 
@@ -32,9 +33,16 @@ def new_id(old_id: str) -> str:
     return old_id
 
 
-def view(d, rename=lambda i: i) -> tuple:
+def new_code(old_code: str) -> str:
+    """A limit rule's default code → its table row's (the code a reduced approval cites)."""
+    if m := re.fullmatch(r"RUL-LIMIT-BAND-([A-D])", old_code):
+        return f"TBL-BAND-LIMIT-{m[1]}"
+    return old_code
+
+
+def view(d, rename=lambda i: i, recode=lambda c: c) -> tuple:
     trace = [(rename(f.id), f.priority, f.values, f.then) for f in d.trace.rules_fired]
-    reasons = [(r.code, r.source, r.text, r.contribution) for r in d.reasons]
+    reasons = [(recode(r.code), r.source, r.text, r.contribution) for r in d.reasons]
     return (d.outcome, d.approved_amount, d.pd, d.risk_band, reasons, trace)
 
 
@@ -67,7 +75,7 @@ def test_tables_decide_exactly_like_the_rules_they_replaced(scorer, engine_cls) 
         kw = {"explain": True, "decision_id": "d", "decided_at": "t"}
         a = decide(app, scorer, old, versions(scorer, old, old_rs.sha256), **kw)
         b = decide(app, scorer, new, versions(scorer, new, new_rs.sha256), **kw)
-        va, vb = view(a, new_id), view(b)
+        va, vb = view(a, new_id, new_code), view(b)
         assert _then_without_text(va) == _then_without_text(vb), app.application_id
         # the outputs each replaced rule produced are the row's outputs
         for (_i, _p, _v, ta), (_j, _q, _w, tb) in zip(va[-1], vb[-1], strict=True):

@@ -8,7 +8,12 @@ import msgspec
 import pytest
 
 from decision_service.scoring import application_type
-from decision_service.scoring.application import field_errors
+from decision_service.scoring.application import (
+    ApplicationDecoder,
+    InvalidApplication,
+    decode_application,
+    field_errors,
+)
 
 GOOD = {
     "application_id": "APP-1",
@@ -93,3 +98,29 @@ def test_every_bad_field_is_named_not_just_the_first(app_type) -> None:
 def test_malformed_json_is_reported_at_the_root(app_type) -> None:
     assert field_errors(app_type, b"{not json")[0].field == "$"
     assert field_errors(app_type, b"[1, 2]")[0].message == "expected a JSON object"
+
+
+def test_an_integral_float_is_the_integer_and_a_fraction_is_refused(app_type) -> None:
+    decode = ApplicationDecoder(app_type)
+    app = decode(msgspec.json.encode(GOOD | {"age": 30.0, "term": 3.6e1}))
+    assert (app.age, app.term) == (30, 36) and type(app.age) is int  # JSON Schema's integer
+    assert decode(msgspec.json.encode(GOOD)) == app
+    assert decode_application(app_type, msgspec.json.encode(GOOD | {"age": 30.0})) == app
+    with pytest.raises(InvalidApplication) as refused:
+        decode(msgspec.json.encode(GOOD | {"age": 30.5}))
+    assert [e.field for e in refused.value.errors] == ["$.age"]
+    with pytest.raises(msgspec.ValidationError):
+        decode_application(app_type, msgspec.json.encode(GOOD | {"age": 30.5}))
+    # another field's error does not make an integral float an error too
+    with pytest.raises(InvalidApplication) as both:
+        decode(msgspec.json.encode(GOOD | {"age": 30.0, "home": "castle"}))
+    assert [e.field for e in both.value.errors] == ["$.home"]
+    for still_refused in ({"age": True}, {"age": "30"}, {"age": 130.0}):
+        with pytest.raises(InvalidApplication):
+            decode(msgspec.json.encode(GOOD | still_refused))
+
+
+def test_an_id_with_a_trailing_newline_is_refused(app_type) -> None:
+    with pytest.raises(InvalidApplication) as refused:
+        ApplicationDecoder(app_type)(msgspec.json.encode(GOOD | {"application_id": "APP-1\n"}))
+    assert [e.field for e in refused.value.errors] == ["$.application_id"]
