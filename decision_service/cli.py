@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from datetime import datetime
@@ -55,17 +56,22 @@ def _serve(args: argparse.Namespace) -> int:
         # Spawned workers import the factory and read the same sources (environment, TOML)
         # themselves; only a config file named on the command line has to be handed on.
         os.environ["DECISION_CONFIG"] = str(args.config)
-    uvicorn.run(
-        app,  # type: ignore[arg-type]
-        factory=isinstance(app, str),
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        timeout_graceful_shutdown=10,
-        timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
-        limit_concurrency=settings.max_concurrency,
-        **UVICORN_OPTIONS,
-    )
+    with contextlib.ExitStack() as stack:
+        if settings.workers > 1:  # one /metrics over every worker: a fresh directory per run
+            from decision_service.metrics_dir import shared_metrics_dir
+
+            stack.enter_context(shared_metrics_dir())
+        uvicorn.run(
+            app,  # type: ignore[arg-type]
+            factory=isinstance(app, str),
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            timeout_graceful_shutdown=10,
+            timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
+            limit_concurrency=settings.max_concurrency,
+            **UVICORN_OPTIONS,
+        )
     return 0
 
 

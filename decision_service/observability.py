@@ -3,6 +3,10 @@
 The framework plugins cost more than a whole decision (PERFORMANCE.md), so the decision path is
 instrumented by hand: one JSON log line rendered by msgspec, and spans that are nearly free
 when the request is not sampled (the trace id still exists and is recorded).
+
+Streams: stdout carries JSON log lines only. Spans go to an OTLP/HTTP collector
+(`DECISION_OTEL_EXPORTER=otlp`, the production setting) or, for a developer, to stderr as one
+JSON line each (`console`); docs/operations.md says which to use where.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import sys
 import msgspec
 import structlog
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 
@@ -71,6 +75,10 @@ def configure_logging(settings: Settings) -> None:
     access.propagate = False
 
 
+def _span_line(span: ReadableSpan) -> str:
+    return span.to_json(indent=None) + "\n"
+
+
 def configure_tracing(settings: Settings) -> TracerProvider:
     """A tracer for this process. With exporter `none` nothing is recorded, but every request
     still gets a trace id (or continues the caller's `traceparent`)."""
@@ -82,7 +90,10 @@ def configure_tracing(settings: Settings) -> TracerProvider:
         sampler=sampler, resource=Resource.create({"service.name": "decision-service"})
     )
     if settings.otel_exporter == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        # stderr, one compact JSON object per span: stdout is the JSON log stream, and a span
+        # must never pass there for a log line (or break a log shipper's line parsing).
+        exporter = ConsoleSpanExporter(out=sys.stderr, formatter=_span_line)
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     elif settings.otel_exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

@@ -51,6 +51,8 @@ class Service:
     rulesets: KnownRulesets
     deciding: Deciding
     _rules_seen: dict[str, Any] = field(default_factory=dict)  # for change_log's "before"
+    # Told of every reload (source "http" or "watch"), after it is logged: metrics count it.
+    on_reload: Callable[[str, ReloadResult], None] | None = None
 
     @property
     def scorer(self) -> Scorer:
@@ -64,7 +66,7 @@ class Service:
         self.rulesets.remember(self.rules.active())
         self._rules_seen = self._rules_version()
         if self.settings.rules_watch:
-            self.rules.start_watching(on_result=self._log_reload)
+            self.rules.start_watching(on_result=self._watched)
 
     async def stop(self) -> None:
         self.rules.close()
@@ -74,7 +76,7 @@ class Service:
 
     async def reload_rules(self, actor: str = "anonymous") -> tuple[bool, list[str]]:
         result = await asyncio.to_thread(self.rules.reload)
-        await asyncio.to_thread(self._log_reload, result, actor)
+        await asyncio.to_thread(self._log_reload, result, actor, "http")
         if result.ok:
             with contextlib.suppress(AuditUnavailable):  # retried by the first decision
                 self.rulesets.remember(self.rules.active())
@@ -93,12 +95,28 @@ class Service:
         """A decision, not recorded: see ``Deciding.decide``."""
         return self.deciding.decide(app, **options)
 
-    def _log_reload(self, result: ReloadResult, actor: str = "file-watch") -> None:
+    def _watched(self, result: ReloadResult) -> None:
+        self._log_reload(result, "file-watch", "watch")
+
+    def _log_reload(self, result: ReloadResult, actor: str, source: str) -> None:
+        # What is live, never the rules' text (a ruleset may hold thousands of rules).
         if result.ok:
-            log.info("rules_reloaded", changed=result.changed, active=self.rules_status())
+            log.info("rules_reloaded", source=source, changed=result.changed, **self.rules_label())
         else:
-            log.error("rules_rejected", errors=result.errors, active=self.rules_status())
+            log.error("rules_rejected", source=source, errors=result.errors, **self.rules_label())
         self._record_reload(result, actor)
+        if self.on_reload is not None:
+            self.on_reload(source, result)
+
+    def rules_label(self) -> dict[str, Any]:
+        """The live ruleset in a few fields, for log lines."""
+        snap = self.rules.active()
+        return {
+            "ruleset": snap.name,
+            "ruleset_version": snap.version,
+            "ruleset_sha256": snap.sha256,
+            "rule_count": len(snap.ruleset.rules),
+        }
 
     def _rules_version(self) -> dict[str, Any]:
         snap = self.rules.active()

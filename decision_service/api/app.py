@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +33,8 @@ from decision_service.api.monitoring import drift_handlers
 from decision_service.api.notice import notice_handlers
 from decision_service.api.operations import operation_handlers
 from decision_service.api.responses import SECURITY_SCHEMES
+from decision_service.api.telemetry import log_started, watch_metrics
+from decision_service.metrics_dir import worker_exited
 from decision_service.monitoring.gauges import DriftGauges
 from decision_service.observability import configure_logging
 from decision_service.replay import Replayer
@@ -55,6 +58,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings)
     metrics = Metrics()
     service = bootstrap(settings, on_switch=metrics.model_switched)
+    watch_metrics(service, metrics)
     drift_gauges = DriftGauges(metrics.registry)
     if service.deciding.shadow is not None:  # a challenger that raised: counted per name
         service.deciding.shadow.on_error = lambda name: metrics.challenger_errors.labels(name).inc()
@@ -82,6 +86,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         keys.start()
         await service.start()
         metrics.model_switched(service.scorer)  # the version serving from the start
+        log_started(service)
+        flusher = asyncio.create_task(metrics.flush_every()) if metrics.multiprocess else None
         gc.collect()
         gc.freeze()  # long-lived start-up objects leave the GC's working set: shorter pauses
         try:
@@ -91,6 +97,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             keys.close()
             await gate.limiter.close()
             await service.stop()
+            if flusher is not None:
+                flusher.cancel()
+            metrics.stage_latency.flush()
+            worker_exited()
 
     return Litestar(
         route_handlers=[

@@ -37,6 +37,7 @@ from decision_service.api.headers import security_headers
 from decision_service.api.metrics import Metrics
 from decision_service.api.openapi import IDEMPOTENCY_KEY, request_body_operation
 from decision_service.api.responses import SECURED, gated, ok, problem
+from decision_service.api.telemetry import end_server_span, log_rejected, server_span
 from decision_service.audit import AuditUnavailable, CommitOutcomeUnknown, idempotency
 from decision_service.deciding import Ask, IdempotencyConflict
 from decision_service.decision import Decision
@@ -187,12 +188,14 @@ def unrecorded_reply(
     keyed: bool,
     trace_id: str,
     application_id: str | None,
+    route: str = "/decide",
 ) -> Reply:
     """The answer when a request's decisions were not (or may not have been) recorded: 422 for
     a reused Idempotency-Key, 503 otherwise. One mapping for /decide and /decide/batch."""
     if isinstance(exc, IdempotencyConflict):
         metrics.rejected.inc()
-        span.end()
+        log_rejected(route, 422, "idempotency-conflict", None, trace_id)
+        end_server_span(span, 422)
         return _error(
             422, f"{exc}; nothing was decided", kind="idempotency-conflict", idempotency_key=exc.key
         )
@@ -209,7 +212,7 @@ def unrecorded_reply(
         trace.StatusCode.ERROR,
         "audit commit outcome unknown" if unknown else "audit store unavailable",
     )
-    span.end()
+    end_server_span(span, 503)
     if not unknown:
         detail = (
             "audit store unavailable: the decision could not be recorded, so none was made; "
@@ -260,32 +263,19 @@ class Decider:
         """`caller`: the authenticated key's name (scopes Idempotency-Key per caller)."""
         service, metrics = self.service, self.metrics
         start_wall, t0 = time_ns(), perf_counter_ns()
+        span, trace_id = self.root_span("/decide", headers, start_wall)
         try:
             claim = claim_of(headers, b"POST /decide", query, body, caller) if headers else None
         except idempotency.InvalidIdempotencyKey as exc:
-            metrics.rejected.inc()
-            return _error(400, f"{exc}; nothing was decided", kind="invalid-idempotency-key")
+            return self.rejected(span, trace_id, 400, f"{exc}", "invalid-idempotency-key")
         try:
             app = self._decode(body)
         except InvalidApplication as exc:
-            metrics.rejected.inc()
             errors = msgspec.to_builtins(exc.errors)
-            return _error(
-                422,
-                "invalid application; nothing was decided",
-                kind="invalid-application",
-                errors=errors,
+            return self.rejected(
+                span, trace_id, 422, "invalid application", "invalid-application", errors
             )
         timings = {"validate": (perf_counter_ns() - t0) // 1000}
-        parent = _caller_context(headers)
-        if parent is None and not self._tracing:
-            # Nothing to record and no caller trace to join: a fresh W3C trace id is all we
-            # need, without the cost of a non-recording SDK span.
-            span = trace.INVALID_SPAN
-            trace_id = f"{getrandbits(128) or 1:032x}"
-        else:
-            span = service.tracer.start_span("POST /decide", context=parent)
-            trace_id = format(span.get_span_context().trace_id, "032x")
         ask = Ask(app, body, _explain_asked(query), trace_id, timings)
         t1 = perf_counter_ns()
         try:
@@ -296,7 +286,7 @@ class Decider:
             )
         decision = decided.decision
         if decided.replayed:  # answered before: the same decision, nothing new decided
-            span.end()
+            end_server_span(span, 200)
             if service.settings.log_decisions:
                 log.info("decision_replayed", decision_id=decision.decision_id, trace_id=trace_id)
             return 200, self._encode(decision), [REPLAYED]
@@ -309,13 +299,42 @@ class Decider:
                 {"decision.id": decision.decision_id, "decision.outcome": decision.outcome}
             )
             _emit_stage_spans(service.tracer, span, start_wall, timings)
-        span.end()
-        metrics.decisions.labels(decision.outcome).inc()
-        metrics.latency.observe(elapsed / 1e9)
-        metrics.pd.observe(decision.pd)
+        end_server_span(span, 200)
+        metrics.decided(decision)
+        metrics.timed(timings, elapsed / 1e9)
         if service.settings.log_decisions:
             log_decision(log, decision, elapsed // 1000, trace_id)
         return 200, self._encode(decision), []
+
+    def root_span(
+        self, route: str, headers: list[tuple[bytes, bytes]], start_ns: int
+    ) -> tuple[trace.Span, str]:
+        """The request's SERVER span and its trace id (the caller's, if it sent one)."""
+        parent = _caller_context(headers)
+        if parent is None and not self._tracing:
+            # Nothing to record and no caller trace to join: a fresh W3C trace id is all we
+            # need, without the cost of a non-recording SDK span.
+            return trace.INVALID_SPAN, f"{getrandbits(128) or 1:032x}"
+        span = server_span(self.service.tracer, route, parent, start_ns)
+        return span, format(span.get_span_context().trace_id, "032x")
+
+    def rejected(
+        self,
+        span: trace.Span,
+        trace_id: str,
+        status: int,
+        why: str,
+        kind: str,
+        errors: list[dict[str, Any]] | None = None,
+        route: str = "/decide",
+        count: int = 1,
+    ) -> Reply:
+        """A request refused as invalid: counted, logged (no personal data), answered."""
+        self.metrics.rejected.inc(count)
+        log_rejected(route, status, kind, errors, trace_id)
+        end_server_span(span, status)
+        extra = {} if errors is None else {"errors": errors}
+        return _error(status, f"{why}; nothing was decided", kind=kind, **extra)
 
 
 def decide_handler(decider: Decider) -> Any:

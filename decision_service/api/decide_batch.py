@@ -9,20 +9,17 @@ with /decide's field paths. An Idempotency-Key makes a retried batch return the 
 
 from __future__ import annotations
 
-from random import getrandbits
+from time import time_ns
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, post
-from opentelemetry import trace
 
 from decision_service.api.decide import (
     EXAMPLE,
     REPLAYED,
     Decider,
     Reply,
-    _caller_context,
-    _error,
     _explain_asked,
     answer,
     claim_of,
@@ -37,10 +34,12 @@ from decision_service.api.responses import (
     ok,
     problem,
 )
+from decision_service.api.telemetry import end_server_span, log_rejected
 from decision_service.audit import AuditUnavailable, idempotency
 from decision_service.deciding import Ask, IdempotencyConflict
 from decision_service.scoring.application import InvalidApplication
 
+PATH = "/decide/batch"
 ROUTE = b"POST /decide/batch"
 _items = msgspec.json.Decoder(list[msgspec.Raw]).decode
 
@@ -56,37 +55,26 @@ class BatchDecider:
         self, body: bytes, query: bytes, headers: list[tuple[bytes, bytes]], caller: str = ""
     ) -> Reply:
         decider, metrics = self.decider, self.decider.metrics
+        span, trace_id = decider.root_span(PATH, headers, time_ns())
         try:
             claim = claim_of(headers, ROUTE, query, body, caller) if headers else None
         except idempotency.InvalidIdempotencyKey as exc:
-            metrics.rejected.inc()
-            return _error(400, f"{exc}; nothing was decided", kind="invalid-idempotency-key")
+            return decider.rejected(
+                span, trace_id, 400, f"{exc}", "invalid-idempotency-key", route=PATH
+            )
         try:
             items = _items(body)
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-            metrics.rejected.inc()
             message = "expected a JSON array of applications"
             if isinstance(exc, msgspec.DecodeError | UnicodeDecodeError):
                 message = f"malformed JSON: {exc}"
             errors = [{"field": "$", "message": message}]
-            return _error(
-                422, "invalid batch; nothing was decided", kind="invalid-application", errors=errors
+            return decider.rejected(
+                span, trace_id, 422, "invalid batch", "invalid-application", errors, route=PATH
             )
         if not items or len(items) > self.batch_max:
-            metrics.rejected.inc()
             detail = f"a batch holds 1 to {self.batch_max} applications, not {len(items)}"
-            return _error(422, f"{detail}; nothing was decided", kind="invalid-request")
-        parent = _caller_context(headers)
-        span: trace.Span = (
-            decider.service.tracer.start_span("POST /decide/batch", context=parent)
-            if parent is not None or decider._tracing
-            else trace.INVALID_SPAN
-        )
-        trace_id = (
-            format(span.get_span_context().trace_id, "032x")
-            if span.is_recording()
-            else f"{getrandbits(128) or 1:032x}"
-        )
+            return decider.rejected(span, trace_id, 422, detail, "invalid-request", route=PATH)
         explain = _explain_asked(query)
         asks: list[Ask] = []
         invalid: list[dict[str, Any]] = []
@@ -98,17 +86,22 @@ class BatchDecider:
                 invalid.append({"index": index, "errors": msgspec.to_builtins(exc.errors)})
                 continue
             asks.append(Ask(app, text, explain, trace_id, {}))
-        if invalid:
+        if invalid:  # answered 200 with the valid ones decided: one line names the bad items
             metrics.rejected.inc(len(invalid))
+            paths = [
+                {"field": f"$[{item['index']}]{error['field'].removeprefix('$')}"}
+                for item in invalid
+                for error in item["errors"]
+            ]
+            log_rejected(PATH, 200, "invalid-application", paths, trace_id)
         try:
             decided = await decider.deciding.decide_many_and_record(asks, claim=claim)
         except (IdempotencyConflict, AuditUnavailable) as exc:
-            return unrecorded_reply(exc, metrics, span, claim is not None, trace_id, None)
-        span.end()
+            return unrecorded_reply(exc, metrics, span, claim is not None, trace_id, None, PATH)
+        end_server_span(span, 200)
         if not decided.replayed:
             for decision in decided.decisions:
-                metrics.decisions.labels(decision.outcome).inc()
-                metrics.pd.observe(decision.pd)
+                metrics.decided(decision)
         answer = {"decisions": decided.decisions, "errors": invalid}
         return 200, self._encode(answer), [REPLAYED] if decided.replayed else []
 

@@ -23,6 +23,8 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from decision_service.api.telemetry import log_rejected, request_trace_id
+
 JSON = "application/json"
 PROBLEM = "application/problem+json"
 TYPE_PREFIX = "urn:decision-service:problem:"
@@ -128,6 +130,8 @@ def http_problem(request: Request, exc: HTTPException) -> Response:
         errors = _validation_errors(exc.extra)
         said = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         detail = f"invalid parameter {said}" if errors else "invalid request parameters"
+        trace_id = request_trace_id(request.scope["headers"])
+        log_rejected(request.url.path, 400, "invalid-parameter", errors, trace_id)
         return error(400, detail, headers, kind="invalid-parameter", errors=errors)
     detail = exc.detail if exc.detail else HTTPStatus(status).phrase
     if status == 404 and detail == "Not Found":

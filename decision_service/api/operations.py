@@ -104,8 +104,7 @@ def operation_handlers(service: Service, metrics: Metrics) -> list[Any]:
         responses=RELOADED,
     )
     async def reload_rules(request: Request) -> Response:
-        ok, detail = await service.reload_rules(actor_name(request))
-        metrics.rule_reloads.labels("ok" if ok else "rejected").inc()
+        ok, detail = await service.reload_rules(actor_name(request))  # counted by on_reload
         if not ok:
             return error(
                 422,

@@ -166,6 +166,8 @@ class AuditStore(AuditTrail):
         self.chain_id = chain_id or uuid_utils.uuid7().hex
         self.max_batch = max_batch
         self.stats = WriterStats()
+        # Told of each committed batch: (records, seconds to write and commit it); metrics.
+        self.on_commit: Callable[[int, float], None] | None = None
         self._seq = 0  # last committed seq of this chain
         self._prev_hash = chain.GENESIS  # last committed record_hash
         self._resync = True  # read chain_head before the next batch (start, after a failure)
@@ -391,6 +393,7 @@ class AuditStore(AuditTrail):
                 await self._commit(loop, batch)
 
     async def _commit(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
         try:
             await loop.run_in_executor(self._executor, self._write_batch, batch)
         except sa.exc.IntegrityError as exc:
@@ -427,6 +430,10 @@ class AuditStore(AuditTrail):
         self.stats.batches += 1
         self.stats.records += sum(len(pending.records) for pending in batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        if self.on_commit is not None:
+            self.on_commit(
+                sum(len(pending.records) for pending in batch), time.perf_counter() - started
+            )
         for pending in batch:
             if not pending.future.done():
                 pending.future.set_result(None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.e2e.conftest import start_server
 
 
@@ -38,7 +40,18 @@ def test_logs_traces_health_metrics_and_schema(tmp_path, application_lines, scor
             assert ready["checks"] == {"model": True, "rules": True, "audit_store": True}
             decision = c.post("/decide", content=application_lines[0]).json()
             metrics = c.get("/metrics").text
-            assert f'decisions_total{{outcome="{decision["outcome"]}"}} 1.0' in metrics
+            labels = {
+                "outcome": decision["outcome"],
+                "model_version": decision["trace"]["model"]["version"],
+                "ruleset_version": decision["trace"]["ruleset"]["version"],
+            }
+            counted = [
+                (s.labels, s.value)
+                for family in text_string_to_metric_families(metrics)
+                for s in family.samples
+                if s.name == "decisions_total"
+            ]
+            assert counted == [(labels, 1.0)]
             schema = c.get("/schema/openapi.json").json()
             assert {
                 "/decide",
@@ -59,17 +72,10 @@ def test_logs_traces_health_metrics_and_schema(tmp_path, application_lines, scor
     assert line["trace_id"] == decision["trace_id"]
     assert line["rules_fired"] == [r["id"] for r in decision["trace"]["rules_fired"]]
     assert {"application_id", "outcome", "pd", "latency_us", "level", "timestamp"} <= set(line)
-    # The console exporter prints each span as a JSON document.
-    spans, depth, buf = [], 0, []
-    for raw in log.splitlines():
-        if raw == "{" and depth == 0:
-            buf, depth = [raw], 1
-            continue
-        if depth:
-            buf.append(raw)
-            if raw == "}":
-                spans.append(json.loads("\n".join(buf)))
-                depth = 0
+    # The console exporter prints each span as one JSON line on stderr (merged into this file
+    # by the fixture; stdout holds log records only).
+    records = [json.loads(x) for x in log.splitlines() if x.startswith("{")]
+    spans = [r for r in records if "context" in r]
     trace_id = "0x" + decision["trace_id"]
     names = {s["name"] for s in spans if s["context"]["trace_id"] == trace_id}
     assert names == {"POST /decide", "validate", "score", "rules", "explain", "audit"}
