@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import import_module
 from pathlib import Path
@@ -35,7 +35,7 @@ def logs_on_stderr() -> Iterator[None]:
         structlog.configure(**previous)
 
 
-def delegate(target: str) -> object:
+def delegate(target: str) -> Callable[[argparse.Namespace], int]:
     """A command function calling `module:function(args, settings)`, imported at call time."""
 
     def run(args: argparse.Namespace) -> int:
