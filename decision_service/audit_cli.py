@@ -5,8 +5,10 @@ the audit key. Reads of personal data (export, replay) are recorded in access_lo
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import msgspec
@@ -24,7 +26,6 @@ from decision_service.audit import (
     verify,
 )
 from decision_service.audit.verify import SchemaBehind
-from decision_service.replay import Replayer, ReplayError
 from decision_service.settings import Settings
 
 
@@ -97,42 +98,79 @@ def _verify(settings: Settings, store: AuditStore, args: argparse.Namespace, out
     return 0 if report.ok else 1
 
 
+def _count(store: AuditStore, args: argparse.Namespace) -> int:
+    """How many decisions the filters select: the progress bar's total (only when shown)."""
+    import sqlalchemy as sa
+
+    from decision_service.audit.queries import _where
+    from decision_service.audit.tables import decision_table
+
+    query = sa.select(sa.func.count()).select_from(decision_table).where(*_where(_filters(args)))
+    with store.reader.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
 def _replay(store: AuditStore, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    from decision_service.cli.progress import progress
+    from decision_service.replay import Replayer, ReplayError  # the model: only to replay
+
     replayer = Replayer(settings.models_dir, store)
     if args.all:
         records = iter_records(store.reader, _filters(args))
         query = _query(args)
+        total_of: Callable[[], int] = functools.partial(_count, store, args)
     else:
         records = (get(store.reader, i) for i in args.ids)
         query = {"decision_id": args.ids}
-    total = differing = failed = 0
+        total_of = args.ids.__len__
+    as_json = args.format == "json"
+    different: list[Any] = []
+    failures: list[dict[str, str | None]] = []
+    total = 0
     try:
-        for stored in records:
-            total += 1
-            if stored is None:
-                failed += 1
-                out.write("not found\n")
-                continue
-            try:
-                result = replayer.replay(stored)
-            except ReplayError as exc:
-                failed += 1
-                out.write(f"{stored.decision_id}: cannot replay: {exc}\n")
-                continue
-            if not result.identical:
-                differing += 1
-                out.write(msgspec.json.encode(result).decode() + "\n")
+        with progress("replaying", total_of, quiet=args.quiet) as advance:
+            for stored in records:
+                total += 1
+                advance(1)
+                if stored is None:
+                    failures.append({"decision_id": None, "error": "not found"})
+                    if not as_json:
+                        out.write("not found\n")
+                    continue
+                try:
+                    result = replayer.replay(stored)
+                except ReplayError as exc:
+                    failures.append({"decision_id": stored.decision_id, "error": str(exc)})
+                    if not as_json:
+                        out.write(f"{stored.decision_id}: cannot replay: {exc}\n")
+                    continue
+                if not result.identical:
+                    different.append(result)
+                    if not as_json:
+                        out.write(msgspec.json.encode(result).decode() + "\n")
     finally:
         replayer.close()
-        store.record_access_sync(cli_actor(), "audit replay", query, total - failed)
-    out.write(
-        f"replayed {total}: {total - differing - failed} identical, {differing} "
-        f"different, {failed} could not be replayed\n"
-    )
-    return 0 if differing == failed == 0 else 1
+        store.record_access_sync(cli_actor(), "audit replay", query, total - len(failures))
+    identical = total - len(different) - len(failures)
+    if as_json:
+        body = {
+            "replayed": total,
+            "identical": identical,
+            "different": different,
+            "failed": failures,
+        }
+        out.write(msgspec.json.encode(body).decode() + "\n")
+    else:
+        out.write(
+            f"replayed {total}: {identical} identical, {len(different)} "
+            f"different, {len(failures)} could not be replayed\n"
+        )
+    return 0 if not different and not failures else 1
 
 
 def _export(store: AuditStore, args: argparse.Namespace) -> int:
+    from decision_service.cli.progress import progress
+
     if args.format == "parquet":
         from decision_service.audit.queries import export_parquet
 
@@ -146,9 +184,15 @@ def _export(store: AuditStore, args: argparse.Namespace) -> int:
     out = args.output.open("w", newline="") if args.output else sys.stdout
     returned = 0
     try:
-        for line in export(store.reader, _filters(args)):
-            out.write(line)
-            returned += 1
+        with progress(
+            "exporting", functools.partial(_count, store, args), quiet=args.quiet
+        ) as advance:
+            for line in export(store.reader, _filters(args)):
+                out.write(line)
+                returned += 1
+                if returned % 256 == 0:  # the bar needs no finer grain
+                    advance(256)
+            advance(returned % 256)
     finally:
         if args.output:
             out.close()

@@ -21,21 +21,6 @@ from decision_service.settings import Settings
 from decision_service.startup import StartupError, database_label, explain_database
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    db = sub.add_parser("db", help="the audit database's schema: upgrade, current, history")
-    db_sub = db.add_subparsers(dest="db_command", required=True)
-    for name, text in (
-        ("upgrade", "apply pending schema migrations (SQLite or PostgreSQL)"),
-        ("current", "the database's schema revision against the code's"),
-        ("history", "the migrations this code knows"),
-    ):
-        p = db_sub.add_parser(name, help=text)
-        p.add_argument("--format", choices=["text", "json"], default="text")
-    rev = db_sub.add_parser("revision", help="(developers) write the next migration file")
-    rev.add_argument("-m", "--message", required=True)
-    db.set_defaults(func=None)  # set by cli.py
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from decision_service.audit import make_engine, migrations
 

@@ -10,23 +10,8 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
-from decision_service.access import ROLES
 from decision_service.access.keys import KeyRefused, create_key, list_keys, revoke_key
 from decision_service.settings import Settings
-
-
-def add_parser(sub: argparse._SubParsersAction, func: object) -> None:
-    keys = sub.add_parser("keys", help="API keys: create (shown once), list, revoke")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create", help="make a key; it is printed once, never stored")
-    create.add_argument("--role", required=True, choices=ROLES)
-    create.add_argument("--name", required=True, help="unique, never reused (letters, digits, ._-)")
-    create.add_argument("--format", choices=["text", "json"], default="text")
-    listing = keys_sub.add_parser("list", help="name, role, created, last used, revoked")
-    listing.add_argument("--format", choices=["table", "json"], default="table")
-    revoke = keys_sub.add_parser("revoke", help="refused by every worker within a second")
-    revoke.add_argument("name")
-    keys.set_defaults(func=func)
 
 
 def _engine(settings: Settings) -> sa.Engine:
@@ -46,7 +31,7 @@ def _record(
 ) -> None:
     """change_log: who made or revoked which key (the key itself is never recorded)."""
     from decision_service.audit_cli import cli_actor
-    from decision_service.service import open_store
+    from decision_service.audit_store import open_store
 
     try:
         store = open_store(settings)

@@ -20,23 +20,6 @@ if TYPE_CHECKING:
     from decision_service.scoring.registry import ModelEvent, ModelRegistry
 
 
-def add_parser(sub: Any, func: Any) -> None:
-    models = sub.add_parser("models", help="the model registry: list, promote, rollback, retire")
-    models_sub = models.add_subparsers(dest="models_command", required=True)
-    listing = models_sub.add_parser("list", help="versions, which one is live, gate results")
-    promote = models_sub.add_parser("promote", help="make VERSION live (gated)")
-    promote.add_argument("version")
-    rollback = models_sub.add_parser("rollback", help="back to the version that served before")
-    retire = models_sub.add_parser("retire", help="VERSION never serves live traffic again")
-    retire.add_argument("version")
-    for p in (listing, promote, rollback, retire):
-        p.add_argument("--format", choices=["table", "json"], default="table")
-    for p in (promote, rollback, retire):
-        p.add_argument("--actor", default=None, help="who makes the change (default: $USER)")
-        p.add_argument("--reason", default=None, help="why (kept in the model log)")
-    models.set_defaults(func=func)
-
-
 def _actor(args: argparse.Namespace) -> str:
     if args.actor:
         return args.actor
@@ -205,7 +188,7 @@ def _run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
 
 
 def _record(settings: Settings, model_name: str, event: ModelEvent) -> str | None:
-    from decision_service.service import open_store
+    from decision_service.audit_store import open_store
 
     try:
         store = open_store(settings)

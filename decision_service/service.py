@@ -13,27 +13,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
-from decision_service.audit import AuditStore, AuditUnavailable, CheckpointFile, Keyring
+from decision_service.audit import AuditStore, AuditUnavailable
+from decision_service.audit_store import open_store
 from decision_service.challengers.shadow import ChallengerModels, Shadow
 from decision_service.deciding import Deciding, KnownRulesets
 from decision_service.decision import Decision
 from decision_service.observability import configure_tracing
 from decision_service.rules.registry import ReloadResult, RuleRegistry
-from decision_service.rules.schema import FactSchema
-from decision_service.scoring import ModelCard, Scorer
+from decision_service.rules.schema import card_schema
+from decision_service.scoring import Scorer
 from decision_service.scoring.registry import ModelRegistry
 from decision_service.settings import Settings
-
-
-def card_schema(card: ModelCard) -> FactSchema:
-    """The facts rules may use: the card's application fields and the model's outputs."""
-    return FactSchema.from_card_features(msgspec.to_builtins(card.request_fields))
-
 
 log = structlog.get_logger("decision_service.service")
 
@@ -187,18 +181,6 @@ class Service:
             "rules": self.rules.ready(),
             "audit_store": await self.store.ping() and self.store.healthy(),
         }
-
-
-def open_store(settings: Settings) -> AuditStore:
-    """The audit store as settings describe it (the service's, and the audit commands')."""
-    return AuditStore.open(
-        settings.database_url,
-        sqlite_synchronous=settings.sqlite_synchronous,
-        idempotency_ttl=settings.idempotency_window,
-        keyring=Keyring.load_or_create(settings.audit_key_file),
-        checkpoints=CheckpointFile(settings.audit_checkpoint_file),
-        checkpoint_interval_s=settings.audit_checkpoint_interval_s,
-    )
 
 
 def bootstrap(

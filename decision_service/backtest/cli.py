@@ -12,41 +12,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
-from typing import Any
 
 import msgspec
 
 from decision_service.audit import Filters
 from decision_service.settings import Settings
-
-
-def add_backtest_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "backtest",
-        help="re-decide stored applications with a candidate ruleset/model; what would change",
-    )
-    p.add_argument("--rules", type=Path, required=True, help="candidate rule file (or directory)")
-    p.add_argument("--model", default=None, help="candidate model version (default: the live one)")
-    p.add_argument("--from", dest="from_")
-    p.add_argument("--to")
-    p.add_argument("--application-id")
-    p.add_argument("--outcome", choices=["approve", "refer", "decline"])
-    p.add_argument("--rule")
-    p.add_argument("--model-version")
-    p.add_argument("--ruleset-version")
-    p.add_argument("--by", default=None, help="segment: risk_band, job, home, marital, …")
-    p.add_argument("--format", choices=["table", "json", "html"], default="table")
-    p.add_argument("-o", "--output", type=Path, default=None, help="file (default: stdout)")
-    p.add_argument(
-        "--applications",
-        type=Path,
-        default=None,
-        help="a file of applications instead of the store (baseline: the live champion)",
-    )
-    p.add_argument("--engine", choices=["local", "spark"], default="local")
-    p.add_argument("--lgd", type=float, default=1.0, help="loss given default (default 1.0)")
-    return p
 
 
 def filters_of(args: argparse.Namespace) -> Filters:
@@ -74,8 +44,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from decision_service.backtest.load import load_file, load_stored
     from decision_service.backtest.report import render
     from decision_service.batch.runner import load_pipeline
+    from decision_service.cli.progress import stderr_console
 
-    console = Console(stderr=True)
+    console = Console(stderr=True)  # errors
+    status = stderr_console(args.quiet)  # spinners and timings, for a person at a terminal
     model_dir = None
     if args.model:
         model_dir = settings.models_dir / settings.model_name / args.model
@@ -86,9 +58,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         console.print(f"[red]backtest: {exc}[/red]")
         return 2
     pipeline = candidate.pipeline
-    specs = pipeline.scorer.card.features
+    specs = pipeline.scorer.card.request_fields  # rules may read fields the model does not
     t0 = time.perf_counter()
-    with console.status("loading decisions…"):
+    with status.status("loading decisions…"):
         if args.applications is not None:
             champion = load_pipeline(settings)
             loaded = load_file(args.applications, champion.pipeline, champion.app_type)
@@ -100,7 +72,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 store.engine.dispose()
                 store.reader.dispose()
     t1 = time.perf_counter()
-    with console.status(f"re-deciding {loaded.baseline.n:,} applications…"):
+    with status.status(f"re-deciding {loaded.baseline.n:,} applications…"):
         if args.engine == "spark":
             from decision_service.batch.spark import spark_redecide
 
@@ -123,7 +95,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             console.print(f"[red]backtest: {exc}[/red]")
             return 2
     t2 = time.perf_counter()
-    console.print(
+    status.print(
         f"loaded {loaded.baseline.n:,} decisions in {t1 - t0:.1f} s; re-decided and compared "
         f"in {t2 - t1:.1f} s"
     )

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
 
-from decision_service.backtest.load import Baseline, Loaded
-from decision_service.batch.pipeline import BatchPipeline
 from decision_service.batch.rules import OUTCOMES
+
+if TYPE_CHECKING:  # types only: challenger reports import this module without the model
+    from decision_service.backtest.load import Baseline, Loaded
+    from decision_service.batch.pipeline import BatchPipeline
 
 CHUNK = 250_000
 

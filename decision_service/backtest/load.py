@@ -158,7 +158,7 @@ def load_file(
     tick: Callable[[int], None] = lambda n: None,
 ) -> Loaded:
     """A file of applications; the baseline is what the live champion decides on them now."""
-    specs = champion.scorer.card.features
+    specs = champion.scorer.card.request_fields  # rules may read fields the model does not
     parts, lines, skipped = [], [], []
     for chunk in read_chunks(path, app_type, specs, BATCH):
         parts.append(chunk.apps)

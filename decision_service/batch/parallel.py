@@ -38,7 +38,7 @@ def _decide(batch: pa.RecordBatch, first_line: int) -> tuple[pa.Table, list, int
 
     assert _PAYLOAD is not None
     pipeline, app_type, _ = built(_PAYLOAD)
-    chunk = arrow_chunk(batch, app_type, pipeline.scorer.card.features, first_line)
+    chunk = arrow_chunk(batch, app_type, pipeline.scorer.card.request_fields, first_line)
     result = pipeline.decide(chunk.apps)
     ids = [str(uuid_utils.uuid7()) for _ in range(result.n)]
     counts = np.bincount(result.outcome_codes, minlength=3)

@@ -180,7 +180,7 @@ async def _run(
     workers: int = 1,
 ) -> Summary:
     pipeline = loaded.pipeline
-    specs = pipeline.scorer.card.features
+    specs = pipeline.scorer.card.request_fields  # rules may read fields the model does not
     summary = Summary(output=str(output), errors_file=f"{output}.errors.jsonl")
     store = None
     if audit:

@@ -100,7 +100,7 @@ def decide_batches(payload: bytes, batches: Iterator[pa.RecordBatch]) -> Iterato
     from decision_service.deciding import utc_now
 
     pipeline, app_type, reasons = built(payload)
-    specs = pipeline.scorer.card.features
+    specs = pipeline.scorer.card.request_fields  # rules may read fields the model does not
     encode = msgspec.json.Encoder().encode
     for batch in batches:
         chunk = arrow_chunk(batch, app_type, specs, 1)
@@ -183,7 +183,7 @@ def spark_redecide(settings: Any, candidate: Any, loaded: Any, spark: Any = None
 
     pipeline = candidate.pipeline
     spark = spark or session()
-    table = loaded.apps.to_arrow(pipeline.scorer.card.features)
+    table = loaded.apps.to_arrow(pipeline.scorer.card.request_fields)
     table = table.set_column(0, "application_id", pa.array(np.arange(loaded.apps.n).astype(str)))
     frame = spark.createDataFrame(table)  # Arrow in and out: no pandas on the way
     payload = ship(pipeline, candidate.ruleset_text, reasons=False)

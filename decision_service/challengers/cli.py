@@ -5,23 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
-from decision_service.monitoring.cli import _when
 from decision_service.settings import Settings
-
-
-def add_parser(sub: Any, func: Any) -> None:
-    ch = sub.add_parser("challengers", help="challenger rulesets/models on live traffic")
-    ch_sub = ch.add_subparsers(dest="challengers_command", required=True)
-    rep = ch_sub.add_parser("report", help="champion vs challenger on the same decisions")
-    rep.add_argument("name", nargs="?", help="challenger ruleset name (default: every one)")
-    rep.add_argument("--from", dest="from_", type=_when, help="window start (inclusive)")
-    rep.add_argument("--to", type=_when, help="window end (exclusive)")
-    rep.add_argument("--format", choices=["table", "json", "html"], default="table")
-    rep.add_argument("-o", "--output", type=Path, default=None, help="file (default: stdout)")
-    rep.set_defaults(func=func)
 
 
 def print_table(rep: Any, console: Any) -> None:

@@ -135,3 +135,9 @@ def normalise_value(name: str, ftype: FieldType, value: Any) -> Any:
     if value not in ftype.values:
         raise FactError(f"{name}: {value!r} is not one of {', '.join(ftype.values)}")
     return value
+
+
+def card_schema(card: Any) -> FactSchema:
+    """The facts rules may use: the model card's application fields and the model's outputs.
+    (Here, not in service.py, so that `rules check` need not import the whole service.)"""
+    return FactSchema.from_card_features(msgspec.to_builtins(card.request_fields))

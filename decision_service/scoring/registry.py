@@ -31,9 +31,9 @@ from decision_service.audit.engine import make_engine
 from decision_service.audit.tables import create_tables, model_event_table
 from decision_service.scoring.card import ModelCardError, load_card
 from decision_service.scoring.promotion import GateResult, evaluate_gate, load_policy
-from decision_service.scoring.scorer import Scorer
 
 if TYPE_CHECKING:
+    from decision_service.scoring.scorer import Scorer  # imported when a version loads
     from decision_service.settings import Settings
 
 log = structlog.get_logger("decision_service.models")
@@ -166,6 +166,8 @@ class ModelRegistry:
             with self._lock:
                 scorer = self._scorers.get(version)
                 if scorer is None:
+                    from decision_service.scoring.scorer import Scorer
+
                     scorer = Scorer.load(self.models_dir / self.model_name / version)
                     self._scorers[version] = scorer
         return scorer
@@ -206,22 +208,7 @@ class ModelRegistry:
 
     # ---- the log -----------------------------------------------------------------------------
     def _events(self, conn: sa.Connection) -> list[ModelEvent]:
-        t = model_event_table
-        rows = conn.execute(
-            sa.select(t).where(t.c.model_name == self.model_name).order_by(t.c.seq)
-        ).mappings()
-        return [
-            ModelEvent(
-                r["seq"],
-                r["at"].isoformat().replace("+00:00", "Z"),
-                r["action"],
-                r["from_version"],
-                r["to_version"],
-                r["actor"],
-                r["reason"],
-            )
-            for r in rows
-        ]
+        return _events(conn, self.model_name)
 
     def _read_state(self) -> RegistryState:
         with self.engine.connect() as conn:
@@ -343,3 +330,31 @@ class ModelRegistry:
                 )
             )
         return out
+
+
+def _events(conn: sa.Connection, model_name: str) -> list[ModelEvent]:
+    t = model_event_table
+    rows = conn.execute(
+        sa.select(t).where(t.c.model_name == model_name).order_by(t.c.seq)
+    ).mappings()
+    return [
+        ModelEvent(
+            r["seq"],
+            r["at"].isoformat().replace("+00:00", "Z"),
+            r["action"],
+            r["from_version"],
+            r["to_version"],
+            r["actor"],
+            r["reason"],
+        )
+        for r in rows
+    ]
+
+
+def read_state(engine: sa.Engine, model_name: str, default: str) -> RegistryState:
+    """The registry's state from its log in an existing database, creating nothing (batch and
+    backtest follow the live version without a registry of their own)."""
+    if not sa.inspect(engine).has_table(model_event_table.name):
+        return RegistryState.from_events(default, [])
+    with engine.connect() as conn:
+        return RegistryState.from_events(default, _events(conn, model_name))

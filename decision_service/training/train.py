@@ -260,10 +260,11 @@ def main(
     policy_file: Path = POLICY_FILE,
 ) -> int:
     out_dir = models_dir / "underwriting" / version
-    if (out_dir / "model.txt").exists() and not force:
+    # Any existing version directory (a card alone is a release too) is kept unless --force.
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         print(
-            f"{out_dir} already holds a model: a released version is never overwritten "
-            "(choose a new --version, or --force to replace it)",
+            f"decision-service: error: {out_dir} already exists: a model version is never "
+            "overwritten (choose a new --version, or --force to replace it)",
             file=sys.stderr,
         )
         return 1

@@ -193,5 +193,5 @@ def test_audit_store_down_is_a_clear_failure(env, monkeypatch, capsys):
     monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/none")
     out = env / "o.jsonl"
     assert main(["batch", str(_input(env)), "-o", str(out), "--audit"]) == 3
-    assert "audit store unavailable" in capsys.readouterr().out
+    assert "audit store unavailable" in capsys.readouterr().err  # stderr: stdout is data
     assert not out.exists() or out.read_bytes() == b""  # nothing decided leaves unrecorded

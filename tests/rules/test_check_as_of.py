@@ -52,4 +52,4 @@ def test_a_bad_as_of_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["rules", "check", str(tmp_path), "--as-of", "next tuesday"])
     assert info.value.code == 2
-    assert "not a date or ISO 8601 time" in capsys.readouterr().err
+    assert "expected a date (2026-11-24) or an RFC 3339 date-time" in capsys.readouterr().err
