@@ -20,7 +20,7 @@ from decision_service.batch.columns import ApplicationColumns, Col
 from decision_service.batch.rules import OUTCOMES, ColumnEvaluation, ColumnRules
 from decision_service.decision import Decision
 from decision_service.pipeline import Versions, assemble, model_reasons, needs_model_reasons
-from decision_service.rules.language import Ruleset
+from decision_service.rules.ruleset import Ruleset
 from decision_service.scoring import Scorer
 from decision_service.scoring.scorer import TOP_REASONS
 

@@ -42,7 +42,7 @@ from decision_service.rules.evaluation import (
     passive_entry,
     resolve,
 )
-from decision_service.rules.language import Rule, Ruleset
+from decision_service.rules.ruleset import Rule, Ruleset
 from decision_service.rules.tables import row_value
 
 OUTCOMES = ("approve", "refer", "decline")

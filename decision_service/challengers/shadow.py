@@ -26,7 +26,7 @@ import structlog
 from decision_service.decision import Decision
 from decision_service.pipeline import approved_amount, evaluate_rules
 from decision_service.rules.evaluation import Engine
-from decision_service.rules.registry import RulesetSnapshot
+from decision_service.rules.snapshot import RulesetSnapshot
 from decision_service.scoring import Scorer
 
 log = structlog.get_logger("decision_service.challengers")
