@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from decision_service.rules import expressions as ex
+from decision_service.rules.expression_types import _value_type
 from decision_service.rules.ruleset import OUTCOMES, Expr, Rule
 from decision_service.rules.schema import FieldType
 from decision_service.rules.table_cells import cell_text, parse_cell
@@ -114,7 +115,7 @@ def _column(ld, h: _Head, cnode, env, derived, derived_stage) -> Column | None:
                     f"can be used (put this table in stage {s + 1})",
                     text.find(name),
                 )
-        ftype = ex._value_type(node, env)
+        ftype = _value_type(node, env)
     except ex.ExpressionError as e:
         ld.error(cnode, h.id, e.message, e.pos)
         return None
