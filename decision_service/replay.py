@@ -21,7 +21,7 @@ from decision_service.decision import Decision
 from decision_service.pipeline import decide, versions
 from decision_service.rules.evaluation import Engine
 from decision_service.rules.language import RuleFileError, load_ruleset_from_text
-from decision_service.rules.registry import ENGINES
+from decision_service.rules.snapshot import ENGINES
 from decision_service.scoring import Scorer, application_type
 from decision_service.scoring.application import decode_application
 from decision_service.service import card_schema

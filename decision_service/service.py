@@ -196,7 +196,7 @@ def bootstrap(
     store = open_store(settings)
     tracing = configure_tracing(settings)
     rulesets = KnownRulesets(store)
-    challenger_models = ChallengerModels(settings.models_dir / settings.model_name)
+    challenger_models = ChallengerModels(models.scorer)
     challenger_models.warm(c.ruleset.model for c in rules.challengers() if c.ruleset.model)
     deciding = Deciding(
         models,

@@ -149,7 +149,7 @@ def check_rules_build(settings: Settings) -> None:
 
 def explain(exc: Exception, settings: Settings) -> StartupError | Exception:
     """An error from building the service (model, rules, store) as one line where we know it."""
-    from decision_service.rules.registry import RulesetInvalid
+    from decision_service.rules.snapshot import RulesetInvalid
     from decision_service.scoring.card import ModelCardError
 
     if isinstance(exc, StartupError | SettingsError):

@@ -117,6 +117,21 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
             )
         return None
 
+    async def read_one(request: Request, route: str, decision_id: str) -> StoredDecision | Response:
+        """The stored decision, its read recorded first; else the 503 or 404 to answer."""
+        stored = await store.get(decision_id) if _is_decision_id(decision_id) else None
+        refused = await accessed(
+            request,
+            route,
+            {"decision_id": decision_id},
+            0 if stored is None else 1,
+        )
+        if refused is not None:
+            return refused
+        if stored is None:
+            return error(404, f"no decision {decision_id}")
+        return stored
+
     @get(
         "/decisions/{decision_id:str}",
         tags=["audit"],
@@ -126,17 +141,9 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         responses=RECORD,
     )
     async def get_decision(request: Request, decision_id: FromPath[str]) -> Response:
-        stored = await store.get(decision_id) if _is_decision_id(decision_id) else None
-        refused = await accessed(
-            request,
-            "GET /decisions/{decision_id}",
-            {"decision_id": decision_id},
-            0 if stored is None else 1,
-        )
-        if refused is not None:
-            return refused
-        if stored is None:
-            return error(404, f"no decision {decision_id}")
+        stored = await read_one(request, "GET /decisions/{decision_id}", decision_id)
+        if isinstance(stored, Response):
+            return stored
         view = record_view(stored)
         try:  # what the challengers would have decided (recorded, never answered)
             rows = await asyncio.to_thread(results_for, store.reader, decision_id)
@@ -224,17 +231,9 @@ def decision_handlers(service: Service, replayer: Replayer) -> list[Any]:
         responses=REPLAYED,
     )
     async def replay(request: Request, decision_id: FromPath[str]) -> Response:
-        stored = await store.get(decision_id) if _is_decision_id(decision_id) else None
-        refused = await accessed(
-            request,
-            "POST /decisions/{decision_id}/replay",
-            {"decision_id": decision_id},
-            0 if stored is None else 1,
-        )
-        if refused is not None:
-            return refused
-        if stored is None:
-            return error(404, f"no decision {decision_id}")
+        stored = await read_one(request, "POST /decisions/{decision_id}/replay", decision_id)
+        if isinstance(stored, Response):
+            return stored
         try:
             result = await asyncio.to_thread(replayer.replay, stored)
         except ReplayError as exc:

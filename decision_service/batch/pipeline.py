@@ -29,7 +29,7 @@ from decision_service.pipeline import (
     principal_reasons,
 )
 from decision_service.rules.evaluation import CapSource, cap_reason
-from decision_service.rules.language import Ruleset
+from decision_service.rules.ruleset import Ruleset
 from decision_service.scoring import Scorer
 from decision_service.scoring.scorer import TOP_REASONS
 

@@ -44,7 +44,7 @@ from decision_service.rules.evaluation import (
     resolve,
     tightest_cap,
 )
-from decision_service.rules.language import Rule, Ruleset
+from decision_service.rules.ruleset import Rule, Ruleset
 from decision_service.rules.tables import row_value
 
 OUTCOMES = ("approve", "refer", "decline")

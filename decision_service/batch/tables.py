@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from decision_service.batch.columns import Col
-from decision_service.rules.language import Rule, Ruleset
+from decision_service.rules.ruleset import Rule, Ruleset
 from decision_service.rules.tables import (
     Table,
     aggregate,

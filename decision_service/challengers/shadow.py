@@ -17,7 +17,6 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
@@ -26,7 +25,7 @@ import structlog
 from decision_service.decision import Decision
 from decision_service.pipeline import approved_amount, evaluate_rules
 from decision_service.rules.evaluation import Engine
-from decision_service.rules.registry import RulesetSnapshot
+from decision_service.rules.snapshot import RulesetSnapshot
 from decision_service.scoring import Scorer
 
 log = structlog.get_logger("decision_service.challengers")
@@ -53,10 +52,13 @@ def in_window(snap: RulesetSnapshot, now: float) -> bool:
 
 class ChallengerModels:
     """Model versions named by challengers: each loaded once and kept warm. A version that
-    cannot be loaded is remembered as its error (recorded on each decision, retried on warm)."""
+    cannot be loaded is remembered as its error (recorded on each decision, retried on warm).
 
-    def __init__(self, models_root: Path) -> None:
-        self.root = models_root  # models/<name>/: one directory per version
+    `load` is the one way a version is loaded (ModelRegistry.scorer): a version the registry
+    has loaded already is shared, not loaded twice."""
+
+    def __init__(self, load: Callable[[str], Scorer]) -> None:
+        self.load = load
         self._scorers: dict[str, Scorer | Exception] = {}
         self._failed_at: dict[str, float] = {}  # when a version last failed to load
         self._lock = threading.Lock()
@@ -78,7 +80,7 @@ class ChallengerModels:
             got = self._scorers.get(version)
             if got is None:
                 try:
-                    got = Scorer.load(self.root / version)
+                    got = self.load(version)
                 except Exception as exc:  # recorded on every row of this challenger
                     log.error("challenger_model_unloadable", version=version, error=str(exc))
                     got = RuntimeError(f"model {version} cannot be loaded: {exc}")

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import TextIO
 
 from decision_service.rules.durable import DurableEngineError
-from decision_service.rules.language import RuleFileError, Ruleset, load_ruleset
-from decision_service.rules.registry import build_and_test
+from decision_service.rules.language import RuleFileError, load_ruleset
+from decision_service.rules.ruleset import Ruleset
 from decision_service.rules.schema import FactSchema
+from decision_service.rules.snapshot import build_and_test
 from decision_service.rules.verify import verify
 
 

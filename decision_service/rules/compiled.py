@@ -15,7 +15,7 @@ from typing import Any
 
 from decision_service.rules import expressions as ex
 from decision_service.rules.evaluation import Evaluation, run_stages
-from decision_service.rules.language import Rule, Ruleset
+from decision_service.rules.ruleset import Rule, Ruleset
 
 
 class _Gen:

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import msgspec
 
 from decision_service.decision import FiredRule, Outcome, Reason
-from decision_service.rules.language import Rule, Ruleset, TestCase
+from decision_service.rules.ruleset import Rule, Ruleset, TestCase
 from decision_service.rules.tables import (
     CONFLICT_CODE,
     Table,

@@ -11,6 +11,9 @@ and only then swaps the snapshots in with one attribute assignment. A request ho
 snapshot it started with; an old durable ruleset is deleted when its last holder drops it
 (reference counting: `weakref.finalize` in DurableEngine), so versions in flight are never
 deleted under a request.
+
+One version built and tested is snapshot.py; the checks on challenger files,
+challenger_files.py; watching the directory for changes, watching.py.
 """
 
 from __future__ import annotations
@@ -25,117 +28,22 @@ from typing import Any
 
 import structlog
 
-from decision_service.decision import RulesetRef
-from decision_service.rules.compiled import CompiledEngine
-from decision_service.rules.durable import DurableEngine
-from decision_service.rules.evaluation import Engine, Evaluation, run_file_tests
-from decision_service.rules.language import (
-    RuleFileError,
-    Ruleset,
-    load_ruleset_from_text,
-    read_rule_text,
-    sha256_text,
-)
+from decision_service.rules.challenger_files import _by_name, challenger_errors
+from decision_service.rules.language import RuleFileError, read_rule_text
+from decision_service.rules.ruleset import sha256_text
 from decision_service.rules.schedule import Schedule, ScheduleError, build_schedule
 from decision_service.rules.schema import FactSchema
-from decision_service.rules.verify import static_errors
+from decision_service.rules.snapshot import (
+    DEFAULT_ENGINE,
+    ENGINES,
+    RulesetInvalid,
+    RulesetSnapshot,
+    build_snapshot,
+)
+from decision_service.rules.watching import WatchesRuleFiles
 
-ENGINES: dict[str, type] = {"durable_rules": DurableEngine, "compiled": CompiledEngine}
-DEFAULT_ENGINE = "durable_rules"
 MAX_RULE_FILES = 100  # versions of the champion kept in rules/ (each is built on both engines)
 log = structlog.get_logger("decision_service.rules")
-
-
-@dataclass(frozen=True)
-class RulesetSnapshot:
-    """One loaded version of one rule file. Immutable; safe to hold for a whole request."""
-
-    name: str
-    version: str
-    sha256: str
-    source: str
-    file: str
-    engine_name: str
-    engine: Engine  # the configured engine (serves requests)
-    ruleset: Ruleset
-    engines: Mapping[str, Engine]  # both engines, built and tested
-    loaded_at: str
-
-    @property
-    def text(self) -> str:
-        return self.source
-
-    def evaluate(self, facts: Mapping[str, Any]) -> Evaluation:
-        return self.engine.evaluate(facts)
-
-    def ref(self) -> RulesetRef:
-        return RulesetRef(self.name, self.version, self.sha256, self.engine_name)
-
-
-class RulesetInvalid(Exception):
-    """A ruleset failed to load, compile or pass its tests. `errors` are analyst-readable."""
-
-    def __init__(self, file: str, errors: list[str]) -> None:
-        self.file = file
-        self.errors = errors
-        super().__init__(f"{file}: {len(errors)} error(s)\n" + "\n".join(errors))
-
-
-def build_and_test(
-    ruleset: Ruleset,
-) -> tuple[dict[str, Engine], list[str], dict[str, set[str]]]:
-    """Compile `ruleset` on every engine and run the file's tests on each: the engines, the
-    failures (analyst-readable), and the rules each engine's test runs fired."""
-    engines: dict[str, Engine] = {}
-    failures: list[str] = []
-    coverage: dict[str, set[str]] = {}
-    failures += [str(f) for f in static_errors(ruleset)]  # overlaps, gaps, dead rules
-    try:
-        for name, cls in ENGINES.items():
-            engines[name] = cls(ruleset)
-        for name, eng in engines.items():
-            failed, coverage[name] = run_file_tests(eng)
-            failures += [str(f) for f in failed]
-    except BaseException:
-        for eng in engines.values():
-            eng.close()
-        raise
-    return engines, failures, coverage
-
-
-def build_snapshot(
-    text: str, name_for_errors: str, schema: FactSchema, engine: str = DEFAULT_ENGINE
-) -> RulesetSnapshot:
-    """Parse, type-check, compile on both engines and run the file's tests on both."""
-    if engine not in ENGINES:
-        raise ValueError(f"unknown rules engine {engine!r} (choose from {', '.join(ENGINES)})")
-    try:
-        ruleset = load_ruleset_from_text(text, name_for_errors, schema)
-    except RuleFileError as e:
-        raise RulesetInvalid(name_for_errors, [str(x) for x in e.errors]) from None
-    try:
-        engines, errors, _coverage = build_and_test(ruleset)
-    except Exception as e:  # a construct an engine refused: a refusal, never a crash
-        log.exception("rules_build_failed", file=name_for_errors)
-        raise RulesetInvalid(
-            name_for_errors, [f"{name_for_errors}: cannot build the engines: {e}"]
-        ) from None
-    if errors:
-        for eng in engines.values():
-            eng.close()
-        raise RulesetInvalid(name_for_errors, errors)
-    return RulesetSnapshot(
-        name=ruleset.name,
-        version=ruleset.version,
-        sha256=ruleset.sha256,
-        source=text,
-        file=name_for_errors,
-        engine_name=engine,
-        engine=engines[engine],
-        ruleset=ruleset,
-        engines=engines,
-        loaded_at=dt.datetime.now(dt.UTC).isoformat(),
-    )
 
 
 @dataclass(frozen=True)
@@ -160,7 +68,7 @@ class _State:
     challengers: tuple[RulesetSnapshot, ...] = ()  # `role: challenger` files, by name
 
 
-class RuleRegistry:
+class RuleRegistry(WatchesRuleFiles):
     """Serves the champion ruleset of a directory of *.yaml files (or of a single file).
 
     The constructor loads the files and raises RulesetInvalid if they are not good (unless
@@ -347,85 +255,6 @@ class RuleRegistry:
 
     def text_for(self, sha256: str) -> str | None:
         return self.texts.get(sha256)
-
-    # -- file watching -------------------------------------------------------------------------
-    def start_watching(self, on_result=None) -> threading.Thread:
-        """Reload on every change to the rule files, from a daemon thread that survives any
-        error: it is logged, counted in `watch_errors`, and watching goes on."""
-        import watchfiles
-
-        if self._watch_thread is not None:
-            return self._watch_thread
-        stop = threading.Event()
-
-        def run() -> None:
-            while not stop.is_set():
-                try:
-                    for _changes in watchfiles.watch(
-                        self.path, stop_event=stop, watch_filter=_yaml_filter, debounce=200
-                    ):
-                        self._watched_reload(on_result)
-                except Exception:
-                    self.watch_errors += 1
-                    log.exception("rules_watch_failed", path=str(self.path))
-                    stop.wait(1.0)  # e.g. the directory is being replaced: try again
-
-        self._watch_stop = stop
-        self._watch_thread = threading.Thread(target=run, name="rules-watch", daemon=True)
-        self._watch_thread.start()
-        return self._watch_thread
-
-    def _watched_reload(self, on_result) -> None:
-        try:
-            result = self.reload()
-            if not result.ok:
-                self.watch_errors += 1
-            if on_result is not None:
-                on_result(result)
-        except Exception:
-            self.watch_errors += 1
-            log.exception("rules_watch_reload_failed", path=str(self.path))
-
-    def stop_watching(self) -> None:
-        if self._watch_stop is not None:
-            self._watch_stop.set()
-        if self._watch_thread is not None:
-            self._watch_thread.join(timeout=5)
-        self._watch_stop = self._watch_thread = None
-
-
-def _by_name(snap: RulesetSnapshot) -> str:
-    return snap.name
-
-
-def challenger_errors(challengers: tuple[RulesetSnapshot, ...], champion: str) -> list[str]:
-    """A challenger is reported by its `ruleset` name: it must be its own, and only one file
-    may carry it (one challenger = one version; schedule a new one by replacing the file)."""
-    errors: list[str] = []
-    seen: dict[str, RulesetSnapshot] = {}
-    for snap in challengers:
-        where = f"{snap.file}:{snap.ruleset.positions.get('ruleset', (1, 1))[0]}:1"
-        if len(snap.name) > 128 or len(snap.version) > 64:  # the challenger_result columns
-            errors.append(
-                f"{where}: a challenger's `ruleset` name is at most 128 characters and its "
-                "`version` at most 64"
-            )
-        elif snap.name == champion:
-            errors.append(
-                f"{where}: challenger {snap.name!r} has the champion's name: give it its own "
-                "`ruleset` name (reports and records are by that name)"
-            )
-        elif snap.name in seen:
-            errors.append(
-                f"{where}: two challengers named {snap.name!r} ({seen[snap.name].file} and "
-                f"{snap.file}): one file per challenger"
-            )
-        seen.setdefault(snap.name, snap)
-    return errors
-
-
-def _yaml_filter(_change: Any, path: str) -> bool:
-    return path.endswith(".yaml")
 
 
 def in_force_at(versions: list[RulesetSnapshot], at: dt.datetime) -> RulesetSnapshot | None:

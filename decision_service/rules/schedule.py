@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from decision_service.rules.language import Ruleset
+from decision_service.rules.ruleset import Ruleset
 
 
 class _HasRuleset(Protocol):

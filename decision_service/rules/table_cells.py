@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from decision_service.rules import expressions as ex
+from decision_service.rules.expression_parser import _number
 from decision_service.rules.schema import FieldType
 from decision_service.rules.tables import Column
 
@@ -87,7 +88,7 @@ def _literal(item: str, pos: int, col: Column) -> ex.Lit:
             raise ex.ExpressionError("unterminated text", pos)
         return ex.Lit(item[1:-1], pos)
     if _NUMBER.match(item):
-        return ex.Lit(ex._number(item.lstrip("-")) * (-1 if item.startswith("-") else 1), pos)
+        return ex.Lit(_number(item.lstrip("-")) * (-1 if item.startswith("-") else 1), pos)
     if item in {"true", "false"}:
         return ex.Lit(item == "true", pos)
     if col.type.kind == "category" and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", item):

@@ -1,4 +1,4 @@
-"""Decision tables: the model and the hit-policy step (parsing: table_loader, table_cells).
+"""Decision tables: the model and the hit-policy step (loaded by table_headers.py, table_rows.py).
 
 A table's row becomes an ordinary `Rule` (id `TABLE/ROW`) whose condition is the conjunction of
 its cells over the input columns, built from the same expression tree as `when:`. Every engine
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from decision_service.rules import expressions as ex
-from decision_service.rules.language import Rule
+from decision_service.rules.ruleset import Rule
 from decision_service.rules.schema import FieldType
 
 HIT_POLICIES = ("unique", "first", "priority", "collect")

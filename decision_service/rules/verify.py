@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from decision_service.rules import expressions as ex
-from decision_service.rules.language import Rule, Ruleset
+from decision_service.rules.ruleset import Rule, Ruleset
 from decision_service.rules.verify_search import (
     MISSING,
     Atom,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from decision_service.rules import expressions as ex
-from decision_service.rules.language import Ruleset
+from decision_service.rules.ruleset import Ruleset
 from decision_service.rules.schema import FieldType
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "missing"})()

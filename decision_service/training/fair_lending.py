@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from decision_service.pipeline import decide, versions
-from decision_service.rules.registry import DEFAULT_ENGINE, build_snapshot
+from decision_service.rules.snapshot import DEFAULT_ENGINE, build_snapshot
 from decision_service.scoring import Scorer, application_type
 from decision_service.service import card_schema
 

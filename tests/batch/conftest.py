@@ -10,7 +10,8 @@ import pytest
 from decision_service.batch.pipeline import BatchPipeline
 from decision_service.pipeline import versions
 from decision_service.rules.compiled import CompiledEngine
-from decision_service.rules.language import Ruleset, load_ruleset
+from decision_service.rules.language import load_ruleset
+from decision_service.rules.ruleset import Ruleset
 from decision_service.scoring import Scorer, application_type
 from decision_service.service import card_schema
 from tests.conftest import MODEL_DIR, ROOT

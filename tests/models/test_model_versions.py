@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from decision_service.cli import main
-from decision_service.rules.language import sha256_text
+from decision_service.rules.ruleset import sha256_text
 from decision_service.scoring import Scorer, application_type, load_card
 from decision_service.training.dataset import encode, load_credit_data
 from decision_service.training.fair_lending import fair_lending_report

@@ -18,7 +18,7 @@ from decision_service.api.notice import ROUTE, notice_handlers
 from decision_service.audit import AuditStore
 from decision_service.audit.tables import access_log_table
 from decision_service.pipeline import decide, versions
-from decision_service.rules.registry import build_snapshot
+from decision_service.rules.snapshot import build_snapshot
 from decision_service.scoring import Scorer, application_type
 from decision_service.service import card_schema
 from tests.conftest import APPLICATIONS, MODEL_DIR, ROOT

@@ -13,7 +13,8 @@ import pytest
 
 from decision_service.rules import durable as durable_mod
 from decision_service.rules.compiled import CompiledEngine
-from decision_service.rules.durable import CATCH_ALL, CHUNK_SIZE, DurableEngine, format_float
+from decision_service.rules.durable import CATCH_ALL, CHUNK_SIZE, DurableEngine
+from decision_service.rules.durable_translation import format_float
 from decision_service.rules.language import load_ruleset, load_ruleset_from_text
 from decision_service.rules.schema import FactError
 

@@ -16,7 +16,11 @@ import textwrap
 import pytest
 
 from decision_service.rules import expressions as ex
-from decision_service.rules.durable import MAX_ALTERNATIVES, MAX_NESTING, needs_materialising
+from decision_service.rules.durable_translation import (
+    MAX_ALTERNATIVES,
+    MAX_NESTING,
+    needs_materialising,
+)
 from decision_service.rules.language import load_ruleset_from_text
 
 from ._data import ROOT, SCHEMA
@@ -53,7 +57,7 @@ _AGREE = """
     import json, sys, time
     sys.path.insert(0, ".")
     from tests.rules._data import SCHEMA, generated_applications
-    from decision_service.rules.registry import build_snapshot
+    from decision_service.rules.snapshot import build_snapshot
 
     text = open(sys.argv[1]).read()
     start = time.perf_counter()
@@ -202,7 +206,8 @@ def test_rules_reading_many_fields_never_send_a_fact_of_over_252_properties():
     """durable_rules fails an assert (error 302) when a fact carries more than ~252 properties:
     rules are grouped so that each durable ruleset's fact stays within MAX_PROPERTIES."""
     from decision_service.rules.compiled import CompiledEngine
-    from decision_service.rules.durable import MAX_PROPERTIES, DurableEngine
+    from decision_service.rules.durable import DurableEngine
+    from decision_service.rules.durable_translation import MAX_PROPERTIES
 
     derived = ", ".join(f"d{i}: {i}" for i in range(400))
     readers = "".join(

@@ -450,7 +450,7 @@ def test_a_symlink_out_of_the_rules_directory_is_refused_and_never_read(tmp_path
 
 def test_any_unexpected_error_in_a_reload_is_a_refusal(tmp_path, monkeypatch):
     """A bug of ours in building (here: an engine that raises) is reported, never raised."""
-    from decision_service.rules import registry as registry_mod
+    from decision_service.rules import snapshot as snapshot_mod
 
     rules_dir = tmp_path / "rules"
     rules_dir.mkdir()
@@ -462,7 +462,7 @@ def test_any_unexpected_error_in_a_reload_is_a_refusal(tmp_path, monkeypatch):
         def __init__(self, ruleset):
             raise RuntimeError("engine gave up")
 
-    monkeypatch.setitem(registry_mod.ENGINES, "durable_rules", Exploding)
+    monkeypatch.setitem(snapshot_mod.ENGINES, "durable_rules", Exploding)
     (rules_dir / "policy.yaml").write_text(GOOD.replace("version: '1'", "version: '2'"))
     result = reg.reload()
     assert not result.ok and "engine gave up" in "\n".join(result.errors)

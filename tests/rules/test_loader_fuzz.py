@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from decision_service.rules.language import RuleFileError, load_ruleset_from_text
 from decision_service.rules.limits import decode_rule_bytes
-from decision_service.rules.registry import RulesetInvalid, build_snapshot
+from decision_service.rules.snapshot import RulesetInvalid, build_snapshot
 
 from ._data import POLICY, SCHEMA
 

@@ -11,7 +11,8 @@ import pytest
 
 from decision_service.rules import durable as durable_mod
 from decision_service.rules.language import load_ruleset_from_text
-from decision_service.rules.registry import RuleRegistry, RulesetInvalid
+from decision_service.rules.registry import RuleRegistry
+from decision_service.rules.snapshot import RulesetInvalid
 
 from ._data import POLICY, SCHEMA
 

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from decision_service.rules.registry import RuleRegistry, RulesetInvalid
+from decision_service.rules.registry import RuleRegistry
+from decision_service.rules.snapshot import RulesetInvalid
 
 from ._data import POLICY, SCHEMA
 

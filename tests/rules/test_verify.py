@@ -12,8 +12,10 @@ import pytest
 from decision_service.cli import main
 from decision_service.rules.compiled import CompiledEngine
 from decision_service.rules.durable import DurableEngine
-from decision_service.rules.language import Ruleset, load_ruleset
-from decision_service.rules.registry import RuleRegistry, RulesetInvalid
+from decision_service.rules.language import load_ruleset
+from decision_service.rules.registry import RuleRegistry
+from decision_service.rules.ruleset import Ruleset
+from decision_service.rules.snapshot import RulesetInvalid
 from decision_service.rules.verify import MISSING, Finding, Space, terms_of, verify
 
 from ._data import POLICY, SCHEMA
