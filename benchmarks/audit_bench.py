@@ -5,6 +5,7 @@ vs HMAC-SHA256 under the key (now).
     uv run python benchmarks/audit_bench.py                     # both backends, all variants
     uv run python benchmarks/audit_bench.py --backend sqlite -n 20000 -c 64
     uv run python benchmarks/audit_bench.py --hash-only         # µs per record of the hash
+    uv run python benchmarks/audit_bench.py --storage -n 5000   # bytes on disk per decision
 
 Closed loop like a load test: ``-c`` clients each append (and wait for the commit of) one
 decision after another. "single" is the same writer with ``max_batch=1``: one transaction per
@@ -25,6 +26,7 @@ import psycopg
 
 from decision_service.audit import AuditStore, Keyring, verify
 from decision_service.audit.chain import GENESIS, record_hash, record_mac
+from decision_service.audit.encoding import pack, unpack
 from decision_service.audit.records import record_columns
 from decision_service.audit.testing import sample_decision, sample_request
 
@@ -96,11 +98,81 @@ def hash_cost(n: int = 20000, rounds: int = 15) -> dict[str, float]:
             fn()
             times.append((time.perf_counter() - t0) / n * 1e6)
     ratios = [k / p for p, k in zip(plain_us, keyed_us, strict=True)]
+    texts = [(r["request_json"], r["decision_json"]) for r in rows]
+    packed = [r["record"] for r in rows]
+    pack_us, unpack_us = [], []
+    for _ in range(rounds):  # what storing a record packed costs, next to its MAC
+        t0 = time.perf_counter()
+        for i in range(n // 10):
+            pack(*texts[i % 200])
+        pack_us.append((time.perf_counter() - t0) / (n // 10) * 1e6)
+        t0 = time.perf_counter()
+        for i in range(n // 10):
+            unpack(packed[i % 200])
+        unpack_us.append((time.perf_counter() - t0) / (n // 10) * 1e6)
     return {
         "plain sha256 (before)": round(statistics.median(plain_us), 2),
         "HMAC-SHA256 (now)": round(statistics.median(keyed_us), 2),
         "ratio now/before": round(statistics.median(ratios), 3),
+        "pack (encoding.py)": round(statistics.median(pack_us), 2),
+        "unpack (encoding.py)": round(statistics.median(unpack_us), 2),
     }
+
+
+def storage(n: int, clients: int, backend: str) -> None:
+    """Target 6 as the harness measures it (benchmarks/harness/storage.py), on a store filled
+    by the real handler (``Decider.respond``, durable_rules) with the benchmark applications."""
+    import os
+    import shutil
+
+    from benchmarks.harness import storage as measure
+    from benchmarks.harness.common import APPLICATIONS, ROOT
+    from benchmarks.harness.stages import build
+    from benchmarks.harness.stores import Store
+    from decision_service.api.decide import Decider
+    from decision_service.api.metrics import Metrics
+
+    os.environ.setdefault("BENCH_LOG_DECISIONS", "false")  # the decision log is not measured
+    bodies = [x for x in APPLICATIONS.read_bytes().splitlines() if x.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        shutil.copytree(ROOT / "rules", work / "rules")
+        for name in ("models", "notices"):
+            (work / name).symlink_to(ROOT / name)
+        os.chdir(work)
+        targets = []
+        if backend in ("sqlite", "both"):
+            targets.append(("SQLite", f"sqlite:///{work}/audit.db", None))
+        if backend in ("postgres", "both"):
+            name = pg_database()
+            targets.append(("PostgreSQL", PG_URL.format(name=name), name))
+        for label, url, pg_name in targets:
+            try:
+
+                async def fill(url: str = url) -> None:
+                    service = build("durable_rules", url, work)
+                    await service.start()
+                    decider = Decider(service, Metrics())
+                    todo = iter(range(n))
+
+                    async def client() -> None:
+                        for i in todo:
+                            await decider.respond(bodies[i % len(bodies)], b"", [])
+
+                    await asyncio.gather(*(client() for _ in range(clients)))
+                    await service.stop()
+                    service.store.engine.dispose()
+
+                asyncio.run(fill())
+                data = measure.measure(Store(label, url))
+                per = {k: round(v / data["decisions"]) for k, v in data["parts"].items() if v}
+                print(
+                    f"{label}: {data['per_decision']:,.0f} B/decision "
+                    f"({data['bytes']:,} B / {data['decisions']:,} decisions); parts: {per}"
+                )
+            finally:
+                if pg_name is not None:
+                    drop_pg(pg_name)
 
 
 def sqlite_url(tmp: Path, label: str) -> str:
@@ -125,7 +197,11 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=5000, help="appends per variant")
     parser.add_argument("-c", type=int, default=64, help="concurrent clients")
     parser.add_argument("--hash-only", action="store_true", help="only the hash cost per record")
+    parser.add_argument("--storage", action="store_true", help="only bytes per decision")
     args = parser.parse_args()
+    if args.storage:
+        storage(args.n, args.c, args.backend)
+        return
 
     costs = hash_cost()
     print("chain hash per record (µs, median of 15 alternating runs of 20000):")

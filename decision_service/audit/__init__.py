@@ -19,6 +19,7 @@ Queries (sync over an engine for the CLI; ``store.get/page/verify`` are async wr
 ``ruleset_text``, ``remember_ruleset``.
 """
 
+from decision_service.audit.bulk import remember_ruleset
 from decision_service.audit.chain import ChainReport, Problem, VerifyReport
 from decision_service.audit.checkpoints import DEFAULT_CHECKPOINT_FILE, CheckpointFile
 from decision_service.audit.engine import make_engine
@@ -43,7 +44,6 @@ from decision_service.audit.store import (
     AuditUnavailable,
     CommitOutcomeUnknown,
     WriterStats,
-    remember_ruleset,
 )
 from decision_service.audit.tables import create_tables
 from decision_service.audit.verify import verify

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from decision_service.audit.encoding import unpack
 from decision_service.audit.tables import decision_table, idempotency_key_table
 
 HEADER = b"idempotency-key"
@@ -86,13 +87,14 @@ def lookup(engine: sa.Engine, key: str, ttl: timedelta) -> Stored | None:
         if row is None:
             return None
         ids = row.decision_ids.split()
-        found = dict(
-            conn.execute(
-                sa.select(decision_table.c.decision_id, decision_table.c.decision_json).where(
+        found = {
+            decision_id: unpack(record)[1]
+            for decision_id, record in conn.execute(
+                sa.select(decision_table.c.decision_id, decision_table.c.record).where(
                     decision_table.c.decision_id.in_(ids)
                 )
-            ).all()
-        )
+            )
+        }
         conn.rollback()
     if len(found) != len(ids):  # a key without its decisions: the log was edited
         raise LookupError(f"idempotency key {key!r} names decisions missing from the log")

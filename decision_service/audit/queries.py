@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from decision_service.audit.chain import canonical_time
 from decision_service.audit.consistency import indexed_values
-from decision_service.audit.records import fired_rule_ids, parse_time, reason_codes
+from decision_service.audit.records import expand, fired_rule_ids, parse_time, reason_codes
 from decision_service.audit.tables import decision_rule_table, decision_table, ruleset_text_table
 from decision_service.decision import Decision
 
@@ -142,12 +142,15 @@ def _where(filters: Filters | None) -> list[sa.ColumnElement[bool]]:
 
 
 def _stored(row: Mapping[str, Any]) -> StoredDecision:
-    values = dict(row)
+    values = expand(row)
     values["decided_at"] = canonical_time(values["decided_at"])
     return StoredDecision(**values)
 
 
-_COLUMNS = [decision_table.c[name] for name in StoredDecision.__struct_fields__]
+_TEXTS = ("request_json", "decision_json")  # stored packed, in ``record``
+_COLUMNS = [
+    decision_table.c[name] for name in StoredDecision.__struct_fields__ if name not in _TEXTS
+] + [decision_table.c.record]
 
 
 def get(engine: sa.Engine, decision_id: str) -> StoredDecision | None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
+from decision_service.audit.encoding import CorruptRecord, pack, unpack
 from decision_service.decision import Decision
 
 _encoder = msgspec.json.Encoder()
@@ -29,7 +31,10 @@ def request_text(request: bytes | bytearray | memoryview | str) -> str:
 def record_columns(
     request: bytes | bytearray | memoryview | str, decision: Decision, code_version: str
 ) -> tuple[dict[str, Any], list[str]]:
-    """The stored columns of one decision, and the ids of the rules it fired (deduplicated)."""
+    """The columns of one decision, and the ids of the rules it fired (deduplicated).
+
+    ``request_json`` and ``decision_json`` are what the chain MACs; ``record`` (both, packed)
+    is what is stored."""
     trace = decision.trace
     model, ruleset = trace.model, trace.ruleset
     columns = {
@@ -54,8 +59,23 @@ def record_columns(
         "request_json": request_text(request),
         "decision_json": _encoder.encode(decision).decode("utf-8"),
     }
+    columns["record"] = pack(columns["request_json"], columns["decision_json"])
     rules = list(dict.fromkeys(rule.id for rule in trace.rules_fired))
     return columns, rules
+
+
+def expand(row: Mapping[str, Any], *, lenient: bool = False) -> dict[str, Any]:
+    """A stored decision row with its ``record`` unpacked into ``request_json`` and
+    ``decision_json`` (what the chain MACs and readers show). ``lenient``: a record that does
+    not unpack reads as two empty texts (verify names the record) instead of raising."""
+    values = dict(row)
+    try:
+        values["request_json"], values["decision_json"] = unpack(values.pop("record"))
+    except CorruptRecord:
+        if not lenient:
+            raise
+        values["request_json"] = values["decision_json"] = ""
+    return values
 
 
 class _RuleId(msgspec.Struct):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import sqlalchemy as sa
 import uuid_utils
 
+from decision_service.audit.encoding import pack, unpack
+from decision_service.audit.tables import decision_table
 from decision_service.decision import (
     Decision,
     FiredRule,
@@ -96,3 +100,39 @@ def sample_decision(
         decided_at=decided_at,
         trace_id=trace_id,
     )
+
+
+def edit_record(
+    engine: sa.Engine,
+    *,
+    request: Callable[[str], str] | None = None,
+    decision: Callable[[str], str] | None = None,
+    **where: Any,
+) -> int:
+    """Tamper as an attacker with SQL access would: rewrite the stored request and/or decision
+    texts of the records matching ``where`` (column == value), packed as the store packs them.
+    Returns how many records were rewritten."""
+    table = decision_table
+    clauses = [table.c[name] == value for name, value in where.items()]
+    with engine.begin() as conn:
+        rows = conn.execute(sa.select(table.c.decision_id, table.c.record).where(*clauses)).all()
+        for decision_id, record in rows:
+            request_json, decision_json = unpack(record)
+            if request is not None:
+                request_json = request(request_json)
+            if decision is not None:
+                decision_json = decision(decision_json)
+            conn.execute(
+                sa.update(table)
+                .where(table.c.decision_id == decision_id)
+                .values(record=pack(request_json, decision_json))
+            )
+    return len(rows)
+
+
+def stored_texts(engine: sa.Engine) -> dict[str, tuple[str, str]]:
+    """decision_id → (request_json, decision_json) of every stored record, unpacked."""
+    table = decision_table
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(table.c.decision_id, table.c.record)).all()
+    return {decision_id: unpack(record) for decision_id, record in rows}

@@ -27,9 +27,10 @@ from decision_service.audit.chain import (
     VerifyReport,
 )
 from decision_service.audit.checkpoints import CheckpointFile, CheckpointRead, Head
+from decision_service.audit.encoding import CorruptRecord, unpack
 from decision_service.audit.keys import DEFAULT_KEY_FILE, Keyring
 from decision_service.audit.logs import LOG_TABLES, database_id
-from decision_service.audit.records import fired_rule_ids
+from decision_service.audit.records import expand, fired_rule_ids
 from decision_service.audit.tables import (
     chain_head_table,
     decision_rule_table,
@@ -85,7 +86,8 @@ def verify(
 
     d = decision_table.c
     columns = [d[n] for n in ("chain_id", "seq", "prev_hash", "record_hash", "key_id")]
-    columns += [d[n] for n in HASHED_COLUMNS if n not in ("chain_id",)]
+    columns += [d[n] for n in HASHED_COLUMNS if n in d and n != "chain_id"]
+    columns.append(d.record)  # request_json and decision_json, packed
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":  # heads, records and logs from one snapshot
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
@@ -104,7 +106,8 @@ def verify(
         rows = conn.execution_options(yield_per=batch).execute(
             sa.select(*columns).where(*where).order_by(d.chain_id, d.seq)
         )
-        records = walks.run(DECISION_SPEC, rows.mappings(), heads)
+        unpacked = (expand(row, lenient=True) for row in rows.mappings())
+        records = walks.run(DECISION_SPEC, unpacked, heads)
         for log, (spec, table) in LOG_TABLES.items():
             head = (
                 conn.execute(sa.select(log_head_table).where(log_head_table.c.log == log))
@@ -257,7 +260,7 @@ def check_rules_index(engine: sa.Engine, *, batch: int = 1000) -> Problem | None
         # the merge below compares ids in Python: make the database order them the same way
         return column.collate("C") if engine.dialect.name == "postgresql" else column
 
-    records = sa.select(d.decision_id, d.chain_id, d.seq, d.decision_json).order_by(
+    records = sa.select(d.decision_id, d.chain_id, d.seq, d.record).order_by(
         bytewise(d.decision_id)
     )
     rules = sa.select(r.decision_id, r.rule_id).order_by(bytewise(r.decision_id))
@@ -271,9 +274,9 @@ def check_rules_index(engine: sa.Engine, *, batch: int = 1000) -> Problem | None
                     indexed.add(pending.rule_id)
                 pending = next(rule_rows, None)
             try:
-                fired = set(fired_rule_ids(row.decision_json))
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                continue  # unreadable JSON: the walk names it (columns_disagree)
+                fired = set(fired_rule_ids(unpack(row.record)[1]))
+            except (msgspec.DecodeError, msgspec.ValidationError, CorruptRecord):
+                continue  # unreadable record: the walk names it (columns_disagree)
             if indexed != fired:
                 missing, extra = sorted(fired - indexed), sorted(indexed - fired)
                 return Problem(

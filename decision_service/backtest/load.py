@@ -12,6 +12,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from decision_service.audit import Filters
+from decision_service.audit.encoding import unpack
 from decision_service.audit.queries import _where
 from decision_service.audit.tables import decision_rule_table, decision_table
 from decision_service.batch.columns import ApplicationColumns, Col
@@ -81,7 +82,7 @@ _COLUMNS = [
         "risk_band",
         "model_version",
         "ruleset_version",
-        "request_json",
+        "record",
     )
 ]
 
@@ -104,7 +105,7 @@ def load_stored(
     with engine.connect() as conn:
         for row in conn.execution_options(yield_per=10_000).execute(stmt):
             try:
-                app = decode(row.request_json)
+                app = decode(unpack(row.record)[0])
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 skipped.append((row.decision_id, str(exc)))
                 continue

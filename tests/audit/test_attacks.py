@@ -13,6 +13,8 @@ import sqlalchemy as sa
 
 from decision_service.audit import AuditStore, CheckpointFile, Keyring, verify
 from decision_service.audit.chain import GENESIS, record_hash, record_mac
+from decision_service.audit.encoding import pack
+from decision_service.audit.records import expand
 from decision_service.audit.tables import chain_head_table, decision_table
 from decision_service.audit.testing import sample_decision, sample_request
 
@@ -67,7 +69,7 @@ def _rehash(
     t = decision_table
     with raw.begin() as conn:
         rows = [
-            dict(r._mapping)
+            expand(r._mapping)
             for r in conn.execute(
                 sa.select(t).where(t.c.chain_id == chain_id, t.c.seq >= start).order_by(t.c.seq)
             )
@@ -89,7 +91,7 @@ def _rehash(
                 .where(t.c.decision_id == row["decision_id"])
                 .values(
                     outcome=row["outcome"],
-                    decision_json=row["decision_json"],
+                    record=pack(row["request_json"], row["decision_json"]),
                     prev_hash=row["prev_hash"],
                     record_hash=row["record_hash"],
                     key_id=key_id,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from decision_service.audit import create_tables
+from decision_service.audit.bulk import bulk_insert
 from decision_service.audit.records import record_columns
-from decision_service.audit.store import bulk_insert
 from decision_service.audit.tables import decision_table
 from decision_service.audit.testing import sample_decision, sample_request
 
@@ -38,7 +38,6 @@ def test_bulk_insert_stores_what_sqlalchemy_stores(raw: sa.Engine) -> None:
         "chain_id",
         "application_id",
         "record_hash",
-        "request_json",
-        "decision_json",
+        "record",
     }
     assert raw_times[0] == raw_times[1]  # same text on SQLite, same timestamptz on PostgreSQL

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from decision_service.audit import AuditStore, verify
-from decision_service.audit.testing import sample_decision, sample_request
+from decision_service.audit.testing import edit_record, sample_decision, sample_request
 
 
 @pytest.fixture
@@ -57,18 +57,15 @@ async def test_an_edited_pd_column_is_named(store: AuditStore, raw, chain) -> No
 
 
 async def test_an_edit_of_column_and_json_together_is_named(store: AuditStore, raw, chain) -> None:
-    _sql(
-        raw,
-        "UPDATE decision SET pd = 0.01, "
-        "decision_json = replace(decision_json, '0.0431', '0.01') WHERE seq = 7",
-    )
+    _sql(raw, "UPDATE decision SET pd = 0.01 WHERE seq = 7")
+    edit_record(raw, decision=lambda text: text.replace("0.0431", "0.01"), seq=7)
     problem = _only_problem(raw)
     assert (problem.chain_id, problem.seq, problem.decision_id) == (store.chain_id, 7, chain[7])
     assert problem.kind == "edited"
 
 
 async def test_an_edited_request_is_named(raw, chain) -> None:
-    _sql(raw, "UPDATE decision SET request_json = replace(request_json, '41', '14') WHERE seq = 3")
+    edit_record(raw, request=lambda text: text.replace("41", "14"), seq=3)
     problem = _only_problem(raw)
     assert (problem.seq, problem.decision_id, problem.kind) == (3, chain[3], "edited")
 

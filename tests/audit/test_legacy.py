@@ -13,12 +13,12 @@ from decision_service.audit import (
     Keyring,
     create_tables,
     make_engine,
+    migrations,
     verify,
 )
 from decision_service.audit.chain import GENESIS, record_hash
 from decision_service.audit.records import record_columns
 from decision_service.audit.tables import (
-    TABLES,
     chain_head_table,
     decision_rule_table,
     decision_table,
@@ -29,19 +29,20 @@ OLD_TABLES = ("decision", "decision_rule", "ruleset_text", "chain_head")
 
 
 def _old_schema(engine: sa.Engine) -> None:
-    """The schema of the release before the audit key: no key_id, no access/change logs."""
+    """The schema of the release before the audit key (0.1.0): no key_id, no access/change
+    logs, request and decision as JSON text."""
     with engine.begin() as conn:
-        for table in TABLES:
-            if table.name in OLD_TABLES:
-                table.create(conn)
-        conn.execute(sa.text("ALTER TABLE decision DROP COLUMN key_id"))
+        migrations._release_metadata().create_all(conn)
 
 
 def _write_plain_chain(
     engine: sa.Engine, chain_id: str, n: int, *, start: int = 1, prev: str = GENESIS
 ) -> str:
-    """Records as the old writer made them: sha256 of the canonical record, no key."""
-    columns = [c for c in decision_table.c if c.name != "key_id"]
+    """Records as the old writer made them: sha256 of the canonical record, no key; in the
+    schema the database has (texts before the upgrade, packed after)."""
+    stored = {c["name"] for c in sa.inspect(engine).get_columns("decision")}
+    names = sorted(stored - {"key_id"})
+    table = sa.table("decision", *(sa.column(name) for name in names))
     with engine.begin() as conn:
         for seq in range(start, start + n):
             row, rules = record_columns(
@@ -49,7 +50,7 @@ def _write_plain_chain(
             )
             row |= {"chain_id": chain_id, "seq": seq, "prev_hash": prev}
             row["record_hash"] = prev = record_hash(chain_id, seq, prev, row)
-            conn.execute(sa.insert(decision_table).values({c.name: row[c.name] for c in columns}))
+            conn.execute(sa.insert(table).values({name: row[name] for name in names}))
             conn.execute(
                 sa.insert(decision_rule_table),
                 [{"decision_id": row["decision_id"], "rule_id": r} for r in rules],

@@ -20,7 +20,7 @@ from decision_service.audit import AuditStore, make_engine, migrations, verify
 from decision_service.audit import tables as audit_tables
 from decision_service.audit.migrations.metadata import target_metadata
 from decision_service.audit.tables import TABLES
-from decision_service.audit.testing import sample_decision, sample_request
+from decision_service.audit.testing import sample_decision, sample_request, stored_texts
 from decision_service.audit.verify import SchemaBehind
 from tests.audit.conftest import Database
 from tests.conftest import ROOT
@@ -106,10 +106,12 @@ def test_release_0_1_0_database_upgrades_in_place(database: Database) -> None:
     after = verify(engine)
     assert after.ok, after.problems
     assert after.records == 60 and len(after.chains) == 2
-    with engine.connect() as conn:  # every record byte for byte as the release stored it
-        rows = conn.execute(sa.text("SELECT decision_id, decision_json FROM decision")).all()
-    stored = dict(rows)
-    assert stored == {r["decision_id"]: r["decision_json"] for r in FIXTURE["rows"]["decision"]}
+    # every record byte for byte as the release stored it (now packed: encoding.py)
+    stored = stored_texts(engine)
+    assert stored == {
+        r["decision_id"]: (r["request_json"], r["decision_json"])
+        for r in FIXTURE["rows"]["decision"]
+    }
 
     again = cli(database, "db", "upgrade", "--format", "json")  # idempotent
     assert again.returncode == 0 and json.loads(again.stdout)["from_state"] == "current"

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from decision_service.audit import AuditStore, verify
-from decision_service.audit.testing import sample_decision, sample_request
+from decision_service.audit.testing import edit_record, sample_decision, sample_request
 
 
 async def test_access_and_change_records_hold_who_what_and_how_many(store: AuditStore, raw) -> None:
@@ -110,16 +110,10 @@ async def test_an_incremental_verify_starts_at_the_last_verify_that_passed(
     assert again.ok, again.problems
     assert again.mode == "incremental"
     assert again.records == 6  # the verified head (seq 10) again, then seq 11..15
-    with raw.begin() as conn:  # an edit after the verified point is seen...
-        conn.execute(
-            sa.text("UPDATE decision SET request_json = request_json || ' ' WHERE seq = 12")
-        )
+    edit_record(raw, request=lambda text: text + " ", seq=12)  # after the verified point: seen...
     (problem,) = verify(raw, keyring, checkpoints, incremental=True).problems
     assert (problem.seq, problem.kind) == (12, "edited")
-    with raw.begin() as conn:  # ...one before it only by a full verify
-        conn.execute(
-            sa.text("UPDATE decision SET request_json = request_json || ' ' WHERE seq = 3")
-        )
+    edit_record(raw, request=lambda text: text + " ", seq=3)  # ...one before it: full verify
     full = verify(raw, keyring, checkpoints)
     assert [(p.seq, p.kind) for p in full.problems] == [(3, "edited")]
 

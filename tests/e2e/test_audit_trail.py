@@ -17,6 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 from decision_service.audit.chain import GENESIS, record_hash
+from decision_service.audit.encoding import pack
+from decision_service.audit.records import expand
 from decision_service.audit.tables import DecisionRow
 from decision_service.audit_cli import cli_actor
 from tests.e2e.conftest import Server, start_server
@@ -193,7 +195,7 @@ def test_the_issues_attack_is_detected(trail: Server, db, victim_at: str) -> Non
     decision = DecisionRow.__table__
     with db.connect() as conn:
         columns = [
-            dict(r)
+            expand(r)  # request and decision unpacked from ``record``
             for r in conn.execute(
                 sa.select(decision).where(decision.c.chain_id == chain_id).order_by(decision.c.seq)
             ).mappings()
@@ -211,9 +213,10 @@ def test_the_issues_attack_is_detected(trail: Server, db, victim_at: str) -> Non
                 )
             row["prev_hash"], row["key_id"] = prev, None
             row["record_hash"] = prev = record_hash(chain_id, row["seq"], prev, row)
+            row["record"] = pack(row["request_json"], row["decision_json"])
             conn.execute(
                 sa.text(
-                    "UPDATE decision SET outcome = :outcome, decision_json = :decision_json, "
+                    "UPDATE decision SET outcome = :outcome, record = :record, "
                     "prev_hash = :prev_hash, record_hash = :record_hash, key_id = NULL "
                     "WHERE decision_id = :decision_id"
                 ),
@@ -240,9 +243,10 @@ def test_the_issues_attack_is_detected(trail: Server, db, victim_at: str) -> Non
     finally:
         with db.begin() as conn:
             for row in saved:
+                row["record"] = pack(row["request_json"], row["decision_json"])
                 conn.execute(
                     sa.text(
-                        "UPDATE decision SET outcome = :outcome, decision_json = :decision_json, "
+                        "UPDATE decision SET outcome = :outcome, record = :record, "
                         "prev_hash = :prev_hash, record_hash = :record_hash, key_id = :key_id "
                         "WHERE decision_id = :decision_id"
                     ),

@@ -9,6 +9,7 @@ import json
 import msgspec
 import sqlalchemy as sa
 
+from decision_service.audit.testing import stored_texts
 from decision_service.scoring import application_type
 from tests.e2e.conftest import Server
 
@@ -18,14 +19,11 @@ N = 100
 def _rows(server: Server, ids: list[str]) -> dict[str, tuple[str, str]]:
     engine = sa.create_engine(server.database_url)
     try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.text("SELECT decision_id, request_json, decision_json FROM decision")
-            ).all()
+        stored = stored_texts(engine)  # request and decision, unpacked from ``record``
     finally:
         engine.dispose()
     wanted = set(ids)
-    return {r[0]: (r[1], r[2]) for r in rows if r[0] in wanted}
+    return {k: v for k, v in stored.items() if k in wanted}
 
 
 def _batch(lines: list[bytes], invalid_at: dict[int, bytes]) -> tuple[bytes, list[bytes]]:

@@ -1,0 +1,53 @@
+"""Inserting many rows at once: executemany straight to the driver, and the ruleset texts."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from decision_service.audit.tables import ruleset_text_table
+
+
+@functools.cache
+def _insert_plan(
+    dialect: sa.Dialect, table: sa.Table
+) -> tuple[str, list[tuple[str, Callable[[Any], Any] | None]], bool]:
+    compiled = sa.insert(table).compile(dialect=dialect)
+    names = list(compiled.positiontup or []) if compiled.positional else list(compiled.params)
+    columns = [(name, table.c[name].type.bind_processor(dialect)) for name in names]
+    return str(compiled), columns, compiled.positional
+
+
+def bulk_insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """executemany straight to the driver. SQLAlchemy's per-row parameter handling cost more
+    than the insert itself (~55 µs of ~80 µs per record); the column types' own bind
+    processors still run, so what is stored is exactly what `conn.execute(insert)` stores."""
+    sql, columns, positional = _insert_plan(conn.dialect, table)
+    if positional:
+        params: list[Any] = [
+            tuple(row[n] if p is None else p(row[n]) for n, p in columns) for row in rows
+        ]
+    else:
+        params = [{n: row[n] if p is None else p(row[n]) for n, p in columns} for row in rows]
+    conn.exec_driver_sql(sql, params)
+
+
+def remember_ruleset(engine: sa.Engine, sha256: str, name: str, version: str, text: str) -> None:
+    """Insert a ruleset text if its sha256 is not stored yet (safe against a concurrent insert)."""
+    table = ruleset_text_table
+    row = {
+        "sha256": sha256,
+        "name": name,
+        "version": version,
+        "text": text,
+        "first_seen": datetime.now(UTC),
+    }
+    with contextlib.suppress(sa.exc.IntegrityError), engine.begin() as conn:
+        if conn.execute(sa.select(table.c.sha256).where(table.c.sha256 == sha256)).first():
+            return
+        conn.execute(sa.insert(table), [row])

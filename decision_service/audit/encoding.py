@@ -1,0 +1,76 @@
+"""How a decision's request and answer are stored: one compressed ``record`` column.
+
+The request as received and the decision as answered are kept byte for byte, but not as two
+text columns: as JSON they took ~2.3 KB a decision (4 KiB SQLite pages held one row). They are
+packed as
+
+    format byte (1) | raw DEFLATE, preset dictionary v1, of: len(request) (4 bytes, big endian)
+                      | request bytes | decision bytes
+
+The preset dictionary (``record_dictionary_v1.bin``, 32 KiB: stored requests and decisions of
+the benchmark applications) holds the keys, rule texts and reason texts every decision repeats,
+so a decision packs to ~280 bytes. What the chain MACs (chain.py) are the unpacked texts, so
+packing changes nothing a verifier, replay or export sees.
+
+The dictionary is frozen: records packed with it must unpack forever. A better one is a new
+file and a new format byte; ``unpack`` keeps reading every format ever written.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import struct
+import zlib
+from pathlib import Path
+
+FORMAT_V1 = 1
+_DICTIONARY_V1 = Path(__file__).with_name("record_dictionary_v1.bin")
+_DICTIONARY_V1_SHA256 = "e1e2f1ac6264bc37754355618f62a3f88d06437975fc3cdd53273efee9f4df7e"
+# Level 6 with a small memLevel: the same size as memLevel 9 for ~2 KB inputs, and most of the
+# per-record cost of a compressor with a 32 KiB dictionary is setting up its state.
+_LEVEL, _WBITS, _MEMLEVEL = 6, -15, 6
+_LENGTH = struct.Struct(">I")
+
+
+class CorruptRecord(ValueError):
+    """A stored record that does not unpack (unknown format, bad DEFLATE stream)."""
+
+
+@functools.cache
+def _dictionary_v1() -> bytes:
+    data = _DICTIONARY_V1.read_bytes()
+    if hashlib.sha256(data).hexdigest() != _DICTIONARY_V1_SHA256:  # frozen: see the docstring
+        raise RuntimeError(f"{_DICTIONARY_V1} was changed: stored records need the original")
+    return data
+
+
+def pack(request_json: str, decision_json: str) -> bytes:
+    """The stored form of one decision's request and answer (format 1)."""
+    request = request_json.encode("utf-8")
+    compressor = zlib.compressobj(
+        _LEVEL, zlib.DEFLATED, _WBITS, _MEMLEVEL, zlib.Z_DEFAULT_STRATEGY, _dictionary_v1()
+    )
+    body = compressor.compress(_LENGTH.pack(len(request)))
+    body += compressor.compress(request)
+    body += compressor.compress(decision_json.encode("utf-8"))
+    return bytes((FORMAT_V1,)) + body + compressor.flush()
+
+
+def unpack(record: bytes | memoryview) -> tuple[str, str]:
+    """(request_json, decision_json) exactly as they were packed."""
+    record = bytes(record)
+    if not record or record[0] != FORMAT_V1:
+        raise CorruptRecord(f"unknown record format {record[:1].hex() or 'empty'}")
+    try:
+        inflater = zlib.decompressobj(_WBITS, zdict=_dictionary_v1())
+        raw = inflater.decompress(record[1:]) + inflater.flush()
+        if not inflater.eof or inflater.unused_data:
+            raise CorruptRecord("record is truncated or has trailing bytes")
+        (length,) = _LENGTH.unpack_from(raw)
+        request, decision = raw[4 : 4 + length], raw[4 + length :]
+        if len(request) != length:
+            raise CorruptRecord("record is shorter than its request length")
+        return request.decode("utf-8"), decision.decode("utf-8")
+    except (zlib.error, struct.error, UnicodeDecodeError) as exc:
+        raise CorruptRecord(f"record does not unpack: {exc}") from exc
