@@ -45,12 +45,19 @@ def _dictionary_v1() -> bytes:
     return data
 
 
+@functools.cache
+def _primed_v1() -> zlib._Compress:
+    """A compressor with the dictionary already loaded. Loading 32 KiB into a fresh one is
+    most of a record's cost; copying a primed one gives the same stream ~3x faster."""
+    return zlib.compressobj(
+        _LEVEL, zlib.DEFLATED, _WBITS, _MEMLEVEL, zlib.Z_DEFAULT_STRATEGY, _dictionary_v1()
+    )
+
+
 def pack(request_json: str, decision_json: str) -> bytes:
     """The stored form of one decision's request and answer (format 1)."""
     request = request_json.encode("utf-8")
-    compressor = zlib.compressobj(
-        _LEVEL, zlib.DEFLATED, _WBITS, _MEMLEVEL, zlib.Z_DEFAULT_STRATEGY, _dictionary_v1()
-    )
+    compressor = _primed_v1().copy()
     body = compressor.compress(_LENGTH.pack(len(request)))
     body += compressor.compress(request)
     body += compressor.compress(decision_json.encode("utf-8"))
