@@ -18,6 +18,8 @@ import sqlalchemy as sa
 
 from tests.e2e.conftest import Server, start_server
 
+pytestmark = pytest.mark.slow  # a soak: runs in the `pytest -m slow` pass (.ci/run)
+
 LOAD_THREADS = 4
 MAX_PER_THREAD = 150
 KILL_AFTER = 40  # decisions answered before the kill

@@ -24,6 +24,8 @@ import pytest
 
 from tests.e2e.conftest import Server, start_server
 
+pytestmark = pytest.mark.slow  # a soak: runs in the `pytest -m slow` pass (.ci/run)
+
 SEED = 20261126
 CHECKS = (
     "not_a_server_error",
