@@ -46,3 +46,13 @@ def require_redis() -> None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
+
+
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI on the repo's models/ and rules/, with its database and audit files in tmp_path."""
+    monkeypatch.setenv("DECISION_MODELS_DIR", str(ROOT / "models"))
+    monkeypatch.setenv("DECISION_RULES_DIR", str(ROOT / "rules"))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/var/audit.db")
+    monkeypatch.setenv("DECISION_AUDIT_KEY_FILE", str(tmp_path / "var" / "audit.key"))
+    monkeypatch.setenv("DECISION_AUDIT_CHECKPOINT_FILE", str(tmp_path / "var" / "cp.jsonl"))
+    monkeypatch.delenv("DECISION_CONFIG", raising=False)

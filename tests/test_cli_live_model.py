@@ -10,17 +10,12 @@ from pathlib import Path
 import pytest
 
 from decision_service.cli import main
-from tests.conftest import APPLICATIONS, ROOT
+from tests.conftest import APPLICATIONS, ROOT, cli_env
 
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("DECISION_MODELS_DIR", str(ROOT / "models"))
-    monkeypatch.setenv("DECISION_RULES_DIR", str(ROOT / "rules"))
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/var/audit.db")
-    monkeypatch.setenv("DECISION_AUDIT_KEY_FILE", str(tmp_path / "var" / "audit.key"))
-    monkeypatch.setenv("DECISION_AUDIT_CHECKPOINT_FILE", str(tmp_path / "var" / "cp.jsonl"))
-    monkeypatch.delenv("DECISION_CONFIG", raising=False)
+    cli_env(tmp_path, monkeypatch)
     monkeypatch.delenv("DECISION_MODEL_VERSION", raising=False)
     source = tmp_path / "in.jsonl"
     source.write_bytes(b"".join(APPLICATIONS.read_bytes().splitlines(keepends=True)[:30]))
