@@ -13,10 +13,10 @@ from decision_service.audit import (
     Keyring,
     create_tables,
     make_engine,
-    migrations,
     verify,
 )
 from decision_service.audit.chain import GENESIS, record_hash
+from decision_service.audit.migrations import runner
 from decision_service.audit.records import record_columns
 from decision_service.audit.tables import (
     chain_head_table,
@@ -32,7 +32,7 @@ def _old_schema(engine: sa.Engine) -> None:
     """The schema of the release before the audit key (0.1.0): no key_id, no access/change
     logs, request and decision as JSON text."""
     with engine.begin() as conn:
-        migrations._release_metadata().create_all(conn)
+        runner._release_metadata().create_all(conn)
 
 
 def _write_plain_chain(
