@@ -172,6 +172,11 @@ def test_history_lists_every_migration() -> None:
     history = migrations.history()
     assert [rev for rev, _, _ in history][:2] == ["0001", "0002"]
     assert history[-1][0] == migrations.head() == runner.head()  # file names == Alembic's graph
+    alembic_view = [
+        (r.revision, r.down_revision, (r.doc or "").splitlines()[0])
+        for r in reversed(list(runner._script().walk_revisions()))
+    ]
+    assert history == alembic_view
     pairs = zip(history[1:], history, strict=False)
     assert all(down == prev for (_, down, _), (prev, _, _) in pairs)
 

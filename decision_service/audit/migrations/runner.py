@@ -49,15 +49,6 @@ def head() -> str:
     return rev
 
 
-def history() -> list[tuple[str, str | None, str]]:
-    """(revision, down_revision, first line of its docstring), oldest first."""
-    revs = list(_script().walk_revisions())[::-1]
-    return [
-        (r.revision, r.down_revision, (r.doc or "").splitlines()[0] if r.doc else "")  # type: ignore[misc]
-        for r in revs
-    ]
-
-
 def _release_metadata() -> sa.MetaData:
     script = _script().get_revision(ADOPTED)
     assert script is not None
