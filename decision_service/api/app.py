@@ -19,8 +19,9 @@ from decision_service.access.cache import KeyCache
 from decision_service.adverse_action import load_lenders
 from decision_service.api.auth import AccessMiddleware, role_guard
 from decision_service.api.challengers import challenger_handlers
-from decision_service.api.decide import Decider, decide_handler, fast_path
+from decision_service.api.decide import Decider
 from decision_service.api.decide_batch import BatchDecider, decide_batch_handler
+from decision_service.api.decide_route import decide_handler, fast_path
 from decision_service.api.decisions import decision_handlers
 from decision_service.api.docs_ui import OfflineSwagger, docs_asset
 from decision_service.api.errors import EXCEPTION_HANDLERS

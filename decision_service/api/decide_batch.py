@@ -21,10 +21,10 @@ from decision_service.api.decide import (
     Decider,
     Reply,
     _explain_asked,
-    answer,
     claim_of,
     unrecorded_reply,
 )
+from decision_service.api.decide_route import answer
 from decision_service.api.openapi import IDEMPOTENCY_KEY, request_body_operation
 from decision_service.api.responses import (
     BATCH_EXAMPLE,
