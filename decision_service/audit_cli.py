@@ -100,14 +100,9 @@ def _verify(settings: Settings, store: AuditStore, args: argparse.Namespace, out
 
 def _count(store: AuditStore, args: argparse.Namespace) -> int:
     """How many decisions the filters select: the progress bar's total (only when shown)."""
-    import sqlalchemy as sa
+    from decision_service.audit import queries
 
-    from decision_service.audit.queries import _where
-    from decision_service.audit.tables import decision_table
-
-    query = sa.select(sa.func.count()).select_from(decision_table).where(*_where(_filters(args)))
-    with store.reader.connect() as conn:
-        return int(conn.execute(query).scalar_one())
+    return queries.count(store.reader, _filters(args))
 
 
 def _replay(store: AuditStore, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:

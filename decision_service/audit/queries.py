@@ -161,6 +161,13 @@ def get(engine: sa.Engine, decision_id: str) -> StoredDecision | None:
     return None if row is None else _stored(row)
 
 
+def count(engine: sa.Engine, filters: Filters | None = None) -> int:
+    """How many decisions the filters select (e.g. a progress bar's total)."""
+    stmt = sa.select(sa.func.count()).select_from(decision_table).where(*_where(filters))
+    with engine.connect() as conn:
+        return int(conn.execute(stmt).scalar_one())
+
+
 def page(
     engine: sa.Engine,
     filters: Filters | None = None,

@@ -20,6 +20,7 @@ from decision_service.audit import (
     export_jsonl,
     page,
 )
+from decision_service.audit.queries import count
 from decision_service.audit.testing import MODEL, RULESET, sample_decision, sample_request
 from decision_service.decision import Decision, ModelRef, RulesetRef
 
@@ -102,6 +103,7 @@ async def test_filters_and_cursor_pagination(
     assert _all_pages(store.reader, filters) == expected
     first = await store.page(filters, limit=5)
     assert [i.decision_id for i in first.items] == expected[:5]
+    assert count(store.reader, filters) == len(expected)
 
 
 async def test_filters_decode_from_query_parameters(store: AuditStore, decisions) -> None:
