@@ -198,7 +198,7 @@ class TableExplainer:
         self._columns = np.ascontiguousarray(self._table[:, :n_features].T)
 
     def feature_contributions(
-        self, X: np.ndarray, cells: np.ndarray | None = None, chunk: int = 8192
+        self, X: np.ndarray, cells: np.ndarray | None = None, chunk: int = 2048
     ) -> np.ndarray:
         """SHAP contributions per feature (log-odds) of many rows: an (n, features) matrix.
         `cells`: the rows' cells if `scores` gave them already.
