@@ -253,13 +253,17 @@ async def _run(
 
 def _run_parallel(loaded, source, writer, errors, summary, bar, task, chunk_rows, workers) -> None:
     from decision_service.batch.io import raw_batches
-    from decision_service.batch.parallel import decide_in_workers
+    from decision_service.batch.parallel import decide_arrow, decide_in_workers
     from decision_service.batch.spark import ship
 
     start = time.perf_counter()
     payload = ship(loaded.pipeline, loaded.ruleset_text)
+
+    def local(batch, first_line):
+        return decide_arrow(loaded.pipeline, loaded.app_type, batch, first_line)
+
     for table, errs, size, counts in decide_in_workers(
-        payload, raw_batches(source, chunk_rows), workers
+        payload, raw_batches(source, chunk_rows), workers, local
     ):
         writer.write_table(table)
         for line, ident, found in errs:
