@@ -250,6 +250,7 @@ class BatchPipeline:
         self.explain = explain
         self.rules = ColumnRules(ruleset)
         self.reason_vocab = _ReasonVocab(ruleset, scorer, self.rules.cap_sources)
+        scorer.prepare_many()
 
     def decide(self, apps: ApplicationColumns, *, reasons: bool = True) -> BatchResult:
         """Decide a chunk. `reasons=False` skips the model reasons (a backtest compares

@@ -133,6 +133,12 @@ class Scorer:
 
     # -- many rows at once (the batch path) ----------------------------------------------------
 
+    def prepare_many(self) -> None:
+        """Build the tables of the many-rows path (the batch pipeline's load, not its first
+        chunk)."""
+        if self._table is not None:
+            self._table.prepare_many(self.booster, self.n_features)
+
     def predict_many(self, matrix: np.ndarray) -> np.ndarray:
         """PD of every row of an (n, features) matrix; the same bits as `predict` row by row
         (tested)."""

@@ -248,6 +248,12 @@ class TableExplainer:
             return None
         return 1.0 / (1.0 + e)
 
+    def prepare_many(self, booster: lgb.Booster, n_features: int) -> None:
+        """Build what the many-rows path needs now rather than on its first call."""
+        if self._columns is None:
+            self._prepare_many(n_features)
+        self._leaves(booster)
+
     def _leaves(self, booster: lgb.Booster) -> np.ndarray | None:
         """Each cell's tree output, asked of LightGBM once; None unless a binary model whose
         table PDs are bitwise `Booster.predict`'s on a sample at every split boundary."""
