@@ -3,14 +3,16 @@
 Each worker builds the pipeline once from the same texts Spark ships (`spark.ship`/`built`),
 validates and decides the raw Arrow batches it is sent, and returns Arrow tables; the parent
 reads, writes and counts, in input order, with a bounded number of chunks in flight (flat
-memory). Workers are spawned, not forked: LightGBM's OpenMP runtime does not survive a fork.
+memory), and decides the first batches itself while the workers start. Workers are spawned,
+not forked: LightGBM's OpenMP runtime does not survive a fork.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
@@ -30,14 +32,14 @@ def _init(payload: bytes) -> None:
     built(payload)
 
 
-def _decide(batch: pa.RecordBatch, first_line: int) -> tuple[pa.Table, list, int, np.ndarray]:
+def decide_arrow(
+    pipeline: Any, app_type: type, batch: pa.RecordBatch, first_line: int
+) -> tuple[pa.Table, list, int, np.ndarray]:
+    """One raw batch: validated, decided, as (decisions table, errors, rows read, counts)."""
     import uuid_utils
 
-    from decision_service.batch.spark import built
     from decision_service.deciding import utc_now
 
-    assert _PAYLOAD is not None
-    pipeline, app_type, _ = built(_PAYLOAD)
     chunk = arrow_chunk(batch, app_type, pipeline.scorer.card.request_fields, first_line)
     result = pipeline.decide(chunk.apps)
     ids = [str(uuid_utils.uuid7()) for _ in range(result.n)]
@@ -48,16 +50,57 @@ def _decide(batch: pa.RecordBatch, first_line: int) -> tuple[pa.Table, list, int
     return result.to_arrow(ids, utc_now()), errors, chunk.size, counts
 
 
+def _decide(batch: pa.RecordBatch, first_line: int) -> tuple[pa.Table, list, int, np.ndarray]:
+    from decision_service.batch.spark import built
+
+    assert _PAYLOAD is not None
+    pipeline, app_type, _ = built(_PAYLOAD)
+    return decide_arrow(pipeline, app_type, batch, first_line)
+
+
+def _ready() -> None:
+    """A no-op: done once a worker has started and built its pipeline."""
+
+
 def decide_in_workers(
-    payload: bytes, batches: Iterator[tuple[pa.RecordBatch, int]], workers: int
+    payload: bytes,
+    batches: Iterator[tuple[pa.RecordBatch, int]],
+    workers: int,
+    local: Callable[[pa.RecordBatch, int], tuple[pa.Table, list, int, np.ndarray]] | None = None,
 ) -> Iterator[tuple[pa.Table, list, int, np.ndarray]]:
-    """Results in input order; at most 2 chunks per worker in flight."""
+    """Results in input order; at most 2 chunks per worker in flight. Until the workers have
+    started (seconds: imports, the model's tables), the batches are decided here by `local`,
+    so a small file never waits for them (without `local`, every batch goes to a worker)."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, context, initializer=_init, initargs=(payload,)) as pool:
+    pool = ProcessPoolExecutor(workers, context, initializer=_init, initargs=(payload,))
+    # Spawning blocks until a child has imported its modules (the payload fills the pipe):
+    # a thread starts them, and this one decides meanwhile.
+    started: list[Future[Any]] = []
+    starter = threading.Thread(
+        target=lambda: started.extend(pool.submit(_ready) for _ in range(workers)), daemon=True
+    )
+    starter.start()
+    used = False
+    try:
         pending: deque[Future[Any]] = deque()
         for batch, start in batches:
+            starting = starter.is_alive() or not all(f.done() for f in started)
+            if local is not None and not used and starting:
+                yield local(batch, start)
+                continue
+            used = True
             pending.append(pool.submit(_decide, batch, start))
             if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    finally:
+        if used:
+            pool.shutdown(wait=True, cancel_futures=True)
+        else:  # workers still starting: they stop once started, without holding the run up
+
+            def stop() -> None:
+                starter.join()
+                pool.shutdown(cancel_futures=True)
+
+            threading.Thread(target=stop).start()

@@ -250,6 +250,7 @@ class BatchPipeline:
         self.explain = explain
         self.rules = ColumnRules(ruleset)
         self.reason_vocab = _ReasonVocab(ruleset, scorer, self.rules.cap_sources)
+        scorer.prepare_many()
 
     def decide(self, apps: ApplicationColumns, *, reasons: bool = True) -> BatchResult:
         """Decide a chunk. `reasons=False` skips the model reasons (a backtest compares
@@ -257,7 +258,7 @@ class BatchPipeline:
         n, specs = apps.n, self.scorer.card.features
         t0 = perf_counter_ns()
         matrix = apps.matrix(specs)
-        pd = self.scorer.predict_many(matrix)
+        pd, cells = self.scorer.score_many(matrix)
         t1 = perf_counter_ns()
         facts = dict(apps.cols)
         facts["pd"] = Col("number", pd, np.ones(n, bool), False)
@@ -271,7 +272,9 @@ class BatchPipeline:
         reason_value = np.zeros((n, TOP_REASONS))
         rows = np.flatnonzero(explained)
         if len(rows):
-            reason_feature[rows], reason_value[rows] = self.scorer.explain_many(matrix[rows])
+            reason_feature[rows], reason_value[rows] = self.scorer.explain_many(
+                matrix[rows], cells=None if cells is None else cells[:, rows]
+            )
         t3 = perf_counter_ns()
         amount = apps.cols["amount"].values
         cap = rules.max_amount

@@ -35,6 +35,7 @@ from rich.table import Table
 
 from decision_service.audit import AuditStore, AuditUnavailable
 from decision_service.batch.io import Chunk, Writer, input_format, read_chunks, total_rows
+from decision_service.batch.overlap import WriteBehind, read_ahead
 from decision_service.batch.pipeline import OUTPUT_SCHEMA, BatchPipeline, BatchResult
 from decision_service.batch.rules import OUTCOMES
 from decision_service.deciding import utc_now
@@ -197,6 +198,7 @@ async def _run(
             raise AuditUnavailable(f"audit store unavailable: {exc.__class__.__name__}") from exc
     trace_id = f"{getrandbits(128) or 1:032x}"  # one trace for the whole run
     writer = Writer(output, fmt, OUTPUT_SCHEMA)
+    behind = WriteBehind()  # the output is written while the next chunk is decided
     start = time.perf_counter()
     try:
         with (
@@ -206,7 +208,14 @@ async def _run(
             task = bar.add_task(
                 "deciding", total=total_rows(source, input_format(source)), rate="-"
             )
-            for chunk in read_chunks(source, loaded.app_type, specs, chunk_rows):
+            # worker processes: Parquet/CSV in and out, nothing recorded (see batch/parallel.py)
+            parallel = workers > 1 and store is None and "jsonl" not in (fmt, input_format(source))
+            if parallel:
+                _run_parallel(
+                    loaded, source, writer, errors, summary, bar, task, chunk_rows, workers
+                )
+            serial = () if parallel else read_chunks(source, loaded.app_type, specs, chunk_rows)
+            for chunk in read_ahead(iter(serial)):
                 result = pipeline.decide(chunk.apps)
                 ids, decided_at = new_ids(result.n), utc_now()
                 if fmt == "jsonl" or store is not None:
@@ -218,9 +227,9 @@ async def _run(
                         )
                         summary.recorded += len(decisions)
                     if fmt == "jsonl":
-                        writer.write_lines([_encode(d) + b"\n" for d in decisions])
+                        behind.submit(writer.write_lines, [_encode(d) + b"\n" for d in decisions])
                 if fmt != "jsonl":
-                    writer.write_table(result.to_arrow(ids, decided_at))
+                    behind.submit(writer.write_table, result.to_arrow(ids, decided_at))
                 for line, ident, errs in chunk.errors:
                     record = {"line": line, "application_id": ident, "errors": errs}
                     errors.write(_encode(record) + b"\n")
@@ -232,7 +241,10 @@ async def _run(
                 elapsed = time.perf_counter() - start
                 bar.update(task, advance=chunk.size, rate=f"{summary.rows / elapsed:,.0f}")
     finally:
-        writer.close()
+        try:
+            behind.close()
+        finally:
+            writer.close()
         if store is not None:
             await store.close()
     summary.seconds = time.perf_counter() - start
@@ -241,13 +253,17 @@ async def _run(
 
 def _run_parallel(loaded, source, writer, errors, summary, bar, task, chunk_rows, workers) -> None:
     from decision_service.batch.io import raw_batches
-    from decision_service.batch.parallel import decide_in_workers
+    from decision_service.batch.parallel import decide_arrow, decide_in_workers
     from decision_service.batch.spark import ship
 
     start = time.perf_counter()
     payload = ship(loaded.pipeline, loaded.ruleset_text)
+
+    def local(batch, first_line):
+        return decide_arrow(loaded.pipeline, loaded.app_type, batch, first_line)
+
     for table, errs, size, counts in decide_in_workers(
-        payload, raw_batches(source, chunk_rows), workers
+        payload, raw_batches(source, chunk_rows), workers, local
     ):
         writer.write_table(table)
         for line, ident, found in errs:

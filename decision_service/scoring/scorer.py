@@ -133,24 +133,42 @@ class Scorer:
 
     # -- many rows at once (the batch path) ----------------------------------------------------
 
-    def predict_many(self, matrix: np.ndarray) -> np.ndarray:
-        """PD of every row of an (n, features) matrix: one LightGBM call, one thread; the
-        same bits as `predict` row by row (tested)."""
-        if len(matrix) == 0:
-            return np.zeros(0)
-        return self.booster.predict(matrix, num_threads=1)
+    def prepare_many(self) -> None:
+        """Build the tables of the many-rows path (the batch pipeline's load, not its first
+        chunk)."""
+        if self._table is not None:
+            self._table.prepare_many(self.booster, self.n_features)
 
-    def contributions_many(self, matrix: np.ndarray) -> np.ndarray:
+    def predict_many(self, matrix: np.ndarray) -> np.ndarray:
+        """PD of every row of an (n, features) matrix; the same bits as `predict` row by row
+        (tested)."""
+        return self.score_many(matrix)[0]
+
+    def score_many(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """`predict_many`, and the rows' tree cells for `explain_many` (None: no tables). The
+        tables give LightGBM's own tree outputs, summed as it sums them; else one
+        `Booster.predict` call, one thread."""
+        if len(matrix) == 0:
+            return np.zeros(0), None
+        if self._table is None:
+            return self.booster.predict(matrix, num_threads=1), None
+        pd, cells = self._table.scores(matrix, self.booster)
+        return (self.booster.predict(matrix, num_threads=1) if pd is None else pd), cells
+
+    def contributions_many(self, matrix: np.ndarray, cells: np.ndarray | None = None) -> np.ndarray:
         """(n, features) exact SHAP contributions, bitwise those of `contributions`."""
         if self._table is not None:
-            return self._table.feature_contributions(matrix)
+            return self._table.feature_contributions(matrix, cells)
         out = self.booster.predict(matrix, pred_contrib=True, num_threads=1)
         return np.asarray(out)[:, : self.n_features]
 
-    def explain_many(self, matrix: np.ndarray, top: int = TOP_REASONS) -> tuple[np.ndarray, ...]:
+    def explain_many(
+        self, matrix: np.ndarray, top: int = TOP_REASONS, cells: np.ndarray | None = None
+    ) -> tuple[np.ndarray, ...]:
         """`explain` for many rows: (feature index, contribution) of the `top` features that
-        raised the PD most, strongest first, ties in card order; index -1 pads."""
-        contrib = self.contributions_many(matrix)
+        raised the PD most, strongest first, ties in card order; index -1 pads. `cells`: the
+        rows' cells from `score_many`."""
+        contrib = self.contributions_many(matrix, cells)
         n = len(contrib)
         order = np.full((n, top), -1, np.int64)
         values = np.zeros((n, top))

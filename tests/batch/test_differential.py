@@ -88,3 +88,23 @@ def test_scores_and_shap_are_bitwise_the_row_paths(pipeline):
         row = scorer.features(app)
         assert pd[i] == scorer.predict(row)
         assert np.array_equal(contrib[i], scorer.contributions(row)[:-1])
+
+
+def test_tabulated_scores_are_lightgbms_with_missing_values_anywhere(pipeline):
+    """The tables' PD is `Booster.predict`'s, bit for bit, also where values are missing, and
+    the cells it hands on give the same SHAP values as computing them afresh."""
+    scorer = pipeline.scorer
+    apps = credit_applications()
+    matrix = ApplicationColumns.from_structs(apps, scorer.card.features).matrix(
+        scorer.card.features
+    )
+    holes = matrix.copy()
+    holes[np.random.default_rng(11).random(matrix.shape) < 0.25] = np.nan
+    for x in (matrix, holes):
+        pd, cells = scorer.score_many(x)
+        assert cells is not None and scorer._table._leaves(scorer.booster) is not None
+        assert np.array_equal(pd, scorer.booster.predict(x, num_threads=1))
+        some = np.flatnonzero(pd > np.median(pd))
+        assert np.array_equal(
+            scorer.contributions_many(x[some], cells[:, some]), scorer.contributions_many(x[some])
+        )
