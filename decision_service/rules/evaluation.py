@@ -48,10 +48,10 @@ class Engine(Protocol):
 
 
 def resolve_outcome(outcomes: Sequence[str], default: str) -> str:
-    """decline > refer > approve; `default` when no rule gave an outcome."""
+    """decline > refer > approve; `default` when no rule gave an outcome (None or "")."""
     best = None
     for o in outcomes:
-        if best is None or _SEVERITY[o] > _SEVERITY[best]:
+        if o and (best is None or _SEVERITY[o] > _SEVERITY[best]):
             best = o
     return best if best is not None else default
 
@@ -63,13 +63,11 @@ def resolve_outcome(outcomes: Sequence[str], default: str) -> str:
 
 def resolve(ruleset: Ruleset, fired_rules: Sequence[Rule]) -> tuple[str, list[Reason]]:
     """The outcome of a set of fired rules (in firing order) and the rule reasons that cite it."""
-    outcomes = [r.outcome for r in fired_rules if r.outcome]
-    outcome = resolve_outcome(outcomes, ruleset.default_outcome)
-    reasons = [
-        Reason(code=r.code, source="rule", text=r.reason or "")
-        for r in fired_rules
-        if r.outcome == outcome
-    ]
+    outcome = resolve_outcome([r.outcome for r in fired_rules], ruleset.default_outcome)
+    reasons: list[Reason] = []
+    for r in fired_rules:  # a loop, not a comprehension: this runs on every decision
+        if r.outcome == outcome:
+            reasons.append(Reason(r.code, "rule", r.reason or ""))
     return outcome, reasons
 
 
