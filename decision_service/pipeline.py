@@ -77,12 +77,12 @@ def approved_amount(outcome: str, amount: float, cap: Any) -> float | None:
     return float(amount if cap is None else min(amount, cap))
 
 
-def evaluate_rules(app: Any, pd: float, engine: Engine) -> Evaluation:
+def evaluate_rules(app: Any, pd: float, engine: Engine, *, trace: bool = True) -> Evaluation:
     """The rules on an application's facts (its fields and its pd): the champion's evaluation,
-    and each challenger's on the same facts."""
+    and each challenger's on the same facts (without the trace: its row keeps rule ids)."""
     facts = msgspec.structs.asdict(app)
     facts["pd"] = pd
-    return engine.evaluate(facts)
+    return engine.evaluate(facts, trace=trace)
 
 
 def assemble(

@@ -44,10 +44,8 @@ def sampled(decision_id: str, challenger: str, share: float) -> bool:
 
 def in_window(snap: RulesetSnapshot, now: float) -> bool:
     """A challenger runs inside its own [effective_from, effective_to) (unbounded if absent)."""
-    rs = snap.ruleset
-    if rs.effective_from_at is not None and now < rs.effective_from_at.timestamp():
-        return False
-    return rs.effective_to_at is None or now < rs.effective_to_at.timestamp()
+    start, end = snap.ruleset.window
+    return start <= now < end
 
 
 class ChallengerModels:
@@ -153,7 +151,7 @@ def challenge(
             model = scorer()
             model_sha256 = model.card.model_sha256
             pd = model.predict(model.features(app))
-        result = evaluate_rules(app, pd, snap.engine)
+        result = evaluate_rules(app, pd, snap.engine, trace=False)
         return result_row(
             snap,
             decision,
@@ -163,7 +161,7 @@ def challenge(
             amount=approved_amount(result.outcome, app.amount, result.max_amount),
             risk_band=result.derived.get("risk_band"),
             pd=pd,
-            fired=[f.id for f in result.fired],
+            fired=result.ids(),
             reasons=[r.code for r in result.reasons],
         )
     except Exception as exc:  # a challenger never fails a decision: recorded, counted

@@ -178,21 +178,25 @@ class CompiledEngine:
         label = f"<rules {ruleset.name} {ruleset.version}>"
         for block in self.source.split("\n\n"):  # one function at a time (see STAGE_PART)
             exec(compile(block, label, "exec"), namespace)  # generated from a validated AST
-        self._stages = [namespace[f"stage_{si}"] for si in range(len(ruleset.stages))]
-        self._numbers: dict[tuple[str, str], Any] = {}
+        stages = [namespace[f"stage_{si}"] for si in range(len(ruleset.stages))]
+        numbers: dict[str, dict[str, Callable[[dict[str, Any]], Any]]] = {}
         for i, rule in enumerate(ruleset.rules):
             for key in [*rule.compute, *(["max_amount"] if rule.max_amount else [])]:
-                self._numbers[(rule.id, key)] = namespace[f"num_{i}_{key}"]
-        self._schema = ruleset.schema
+                numbers.setdefault(rule.id, {})[key] = namespace[f"num_{i}_{key}"]
 
-    def _match(self, si: int, env: dict[str, Any]) -> list[Rule]:
-        return self._stages[si](env)
+        # plain closures, not methods: run_stages calls them several times per decision
+        def match(si: int, env: dict[str, Any]) -> list[Rule]:
+            return stages[si](env)
 
-    def _number(self, rule: Rule, key: str, env: dict[str, Any]) -> Any:
-        return self._numbers[(rule.id, key)](env)
+        def number(rule: Rule, key: str, env: dict[str, Any]) -> Any:
+            return numbers[rule.id][key](env)
 
-    def evaluate(self, facts: Mapping[str, Any]) -> Evaluation:
-        return run_stages(self.ruleset, self._schema.normalise(facts), self._match, self._number)
+        self._match, self._number = match, number
+        self._normalise = ruleset.schema.compile_normalise()
+
+    def evaluate(self, facts: Mapping[str, Any], *, trace: bool = True) -> Evaluation:
+        facts = self._normalise(facts)
+        return run_stages(self.ruleset, facts, self._match, self._number, trace=trace)
 
     def close(self) -> None:
         pass

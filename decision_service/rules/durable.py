@@ -194,12 +194,12 @@ class DurableEngine:
     def _number(self, rule: Rule, key: str, env: dict[str, Any]) -> Any:
         return self._numbers[(rule.id, key)](env)
 
-    def evaluate(self, facts: Mapping[str, Any]) -> Evaluation:
+    def evaluate(self, facts: Mapping[str, Any], *, trace: bool = True) -> Evaluation:
         facts = self._schema.normalise(facts)
         with self._lock:
             if self.closed:
                 raise DurableEngineError("this ruleset version has been unloaded")
-            return run_stages(self.ruleset, facts, self._match, self._number)
+            return run_stages(self.ruleset, facts, self._match, self._number, trace=trace)
 
     def close(self) -> None:
         """Delete the durable rulesets (idempotent)."""

@@ -30,22 +30,28 @@ class Evaluation(msgspec.Struct, frozen=True):
     reasons: list[Reason]  # the fired rules that decided the outcome, in firing order
     # the rule (or aggregate table) whose cap is `max_amount`: the first in trace order of equals
     capped_by: Reason | None = None
+    # evaluated without a trace (`trace=False`): the ids of `fired` only, and `fired` is empty
+    fired_ids: list[str] | None = None
+
+    def ids(self) -> list[str]:
+        """The ids of the trace entries in firing order (with or without the trace)."""
+        return [f.id for f in self.fired] if self.fired_ids is None else self.fired_ids
 
 
 class Engine(Protocol):
     name: str
     ruleset: Ruleset
 
-    def evaluate(self, facts: Mapping[str, Any]) -> Evaluation: ...
+    def evaluate(self, facts: Mapping[str, Any], *, trace: bool = True) -> Evaluation: ...
 
     def close(self) -> None: ...
 
 
 def resolve_outcome(outcomes: Sequence[str], default: str) -> str:
-    """decline > refer > approve; `default` when no rule gave an outcome."""
+    """decline > refer > approve; `default` when no rule gave an outcome (None or "")."""
     best = None
     for o in outcomes:
-        if best is None or _SEVERITY[o] > _SEVERITY[best]:
+        if o and (best is None or _SEVERITY[o] > _SEVERITY[best]):
             best = o
     return best if best is not None else default
 
@@ -57,13 +63,11 @@ def resolve_outcome(outcomes: Sequence[str], default: str) -> str:
 
 def resolve(ruleset: Ruleset, fired_rules: Sequence[Rule]) -> tuple[str, list[Reason]]:
     """The outcome of a set of fired rules (in firing order) and the rule reasons that cite it."""
-    outcomes = [r.outcome for r in fired_rules if r.outcome]
-    outcome = resolve_outcome(outcomes, ruleset.default_outcome)
-    reasons = [
-        Reason(code=r.code, source="rule", text=r.reason or "")
-        for r in fired_rules
-        if r.outcome == outcome
-    ]
+    outcome = resolve_outcome([r.outcome for r in fired_rules], ruleset.default_outcome)
+    reasons: list[Reason] = []
+    for r in fired_rules:  # a loop, not a comprehension: this runs on every decision
+        if r.outcome == outcome:
+            reasons.append(Reason(r.code, "rule", r.reason or ""))
     return outcome, reasons
 
 
@@ -90,6 +94,8 @@ def tightest_cap(caps: Sequence[tuple[Any, CapSource]]) -> tuple[Any, Reason | N
     """The lowest of the known caps (in trace order) and the reason of the first that set it."""
     if not caps:
         return None, None
+    if len(caps) == 1:  # the usual case: one capping rule
+        return caps[0][0], cap_reason(caps[0][1])
     cap = lowest_cap([c for c, _ in caps])
     return cap, cap_reason(next(s for c, s in caps if c == cap))
 
@@ -136,6 +142,8 @@ def _clean(x: Any) -> Any:
     return x
 
 
+_NONE: Mapping[str, Any] = {}  # shared, never written: a stage without passive/aggregated rows
+
 # A matcher returns the rules of one stage whose condition is True on `env`, in firing order.
 Matcher = Callable[[int, dict[str, Any]], list[Rule]]
 # A number evaluator gives the value of a compute / max_amount expression (None = unknown).
@@ -143,31 +151,44 @@ NumberEval = Callable[[Rule, str, dict[str, Any]], Any]
 
 
 def run_stages(
-    ruleset: Ruleset, facts: dict[str, Any], match: Matcher, number: NumberEval
+    ruleset: Ruleset,
+    facts: dict[str, Any],
+    match: Matcher,
+    number: NumberEval,
+    *,
+    trace: bool = True,
 ) -> Evaluation:
     """Evaluate stage by stage: later stages see the fields derived by earlier ones.
 
     Within a stage, when two fired rules derive the same field, the first in firing order
     (highest priority) wins. Expressions in `compute`/`max_amount` see the facts as they
-    were at the start of the stage.
+    were at the start of the stage. `facts` is the engine's own (normalised) copy: the
+    derived fields are added to it.
+
+    `trace=False` (a challenger: its row keeps ids only) builds no trace entries, only their
+    ids (`Evaluation.fired_ids`): everything else is the same evaluation.
     """
-    env = dict(facts)
+    env = facts
     derived: dict[str, Any] = {}
-    fired: list[FiredRule] = []
+    fired: list[Any] = []  # FiredRule entries, or their ids without a trace
     fired_rules: list[Rule] = []
     caps: list[tuple[Any, CapSource]] = []  # in trace order
     tables = ruleset.table_index
     for si, stage in enumerate(ruleset.stages):
         hits = match(si, env)
         new: dict[str, Any] = {}
-        passive: Mapping[str, str] = {}
-        aggregated: dict[str, list[Rule]] = {}
+        passive: Mapping[str, str] = _NONE
+        aggregated: Mapping[str, list[Rule]] = _NONE
         if tables is not None:  # decision tables: the hit-policy step (rules/tables.py)
             sel = apply_hit_policies(tables, stage, hits)
-            hits, passive, aggregated = sel.hits, sel.passive, sel.aggregated
+            if sel is not None:
+                hits, passive, aggregated = sel.hits, sel.passive, sel.aggregated
         for rule in hits:
             if passive and rule.id in passive:
                 # traced without effect: a row of a unique conflict, or an aggregated row
+                if not trace:
+                    fired.append(rule.id)
+                    continue
                 values = {f: env.get(f) for f in rule.reads}
                 if passive[rule.id] == "aggregated":
                     t = tables.rows[rule.id][0]  # type: ignore[union-attr]
@@ -181,18 +202,21 @@ def run_stages(
                 for fname in rule.compute:
                     v = number(rule, fname, env)
                     computed[fname] = v
-                    if fname not in new and v is not None:
+                    if v is not None and fname not in new:
                         new[fname] = v
-            for fname, v in rule.set.items():
-                if fname not in new:
-                    new[fname] = v
+            if rule.set:
+                for fname, v in rule.set.items():
+                    if fname not in new:
+                        new[fname] = v
             cap = None
             if rule.max_amount is not None:
                 cap = number(rule, "max_amount", env)
                 if cap is not None:
                     caps.append((cap, rule))
-            values = {f: env.get(f) for f in rule.reads}
-            fired.append(fired_entry(rule, values, computed, cap))
+            if trace:
+                fired.append(fired_entry(rule, {f: env.get(f) for f in rule.reads}, computed, cap))
+            else:
+                fired.append(rule.id)
             fired_rules.append(rule)
         for tid, rows in aggregated.items():
             table = next(t for t in ruleset.tables if t.id == tid)
@@ -203,18 +227,20 @@ def run_stages(
                     caps.append((result, table))
             elif result is not None and out.field not in new:
                 new[out.field] = result  # type: ignore[index]
-            fired.append(aggregate_entry(table, rows, result))
-        derived.update(new)
-        env.update(new)
+            fired.append(aggregate_entry(table, rows, result) if trace else table.id)
+        if new:
+            derived.update(new)
+            env.update(new)
     outcome, reasons = resolve(ruleset, fired_rules)
     max_amount, capped_by = tightest_cap(caps)
     return Evaluation(
         outcome=outcome,  # type: ignore[arg-type]
         max_amount=max_amount,
         derived=derived,
-        fired=fired,
+        fired=fired if trace else [],
         reasons=reasons,
         capped_by=capped_by,
+        fired_ids=None if trace else fired,
     )
 
 

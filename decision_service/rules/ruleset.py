@@ -6,7 +6,9 @@ What language.py builds from YAML and every engine, check and report reads; no p
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +83,16 @@ class Ruleset:
     effective_to_at: dt.datetime | None = None
     # (line, column) of each top-level key's value, for errors about the file as a whole
     positions: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @functools.cached_property
+    def window(self) -> tuple[float, float]:
+        """[effective_from, effective_to) in POSIX seconds, unbounded as -inf / inf (once:
+        challengers check it on every decision)."""
+        start, end = self.effective_from_at, self.effective_to_at
+        return (
+            -math.inf if start is None else start.timestamp(),
+            math.inf if end is None else end.timestamp(),
+        )
 
     def rules_in_stage(self, stage: int) -> tuple[Rule, ...]:
         return tuple(r for r in self.rules if r.stage == stage)

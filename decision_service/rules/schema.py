@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -104,6 +104,30 @@ class FactSchema(msgspec.Struct, frozen=True):
                 continue
             out[name] = normalise_value(name, ftype, value)
         return out
+
+    def compile_normalise(self) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+        """`normalise` as one generated straight-line function (the compiled engine's): the
+        same fast accepts, field by field, and `normalise_value` for anything else. Only the
+        order of the keys differs (schema order): rules read facts by name."""
+        lines = ["def normalise(facts):", "    g = facts.get", "    out = {}"]
+        env: dict[str, Any] = {"normalise_value": normalise_value, "inf": math.inf}
+        for i, (name, ftype) in enumerate(self.fields.items()):
+            env[f"T{i}"], env[f"V{i}"] = ftype, frozenset(ftype.values)
+            if ftype.kind == "number":
+                ok = "(t is int or (t is float and -inf < v < inf))"
+            elif ftype.kind == "boolean":
+                ok = "t is bool"
+            else:
+                ok = f"(t is str and v in V{i})"
+            lines += [
+                f"    v = g({name!r})",
+                "    if v is not None:",
+                "        t = type(v)",
+                f"        out[{name!r}] = v if {ok} else normalise_value({name!r}, T{i}, v)",
+            ]
+        lines.append("    return out")
+        exec(compile("\n".join(lines), "<normalise>", "exec"), env)  # names from our schema
+        return env["normalise"]
 
 
 def normalise_value(name: str, ftype: FieldType, value: Any) -> Any:

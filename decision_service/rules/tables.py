@@ -167,9 +167,28 @@ def _unchanged(hits: list[Rule]) -> Selection:
     return sel
 
 
-def apply_hit_policies(idx: TableIndex, stage: int, hits: list[Rule]) -> Selection:
+def _unaffected(idx: TableIndex, stage: int, hits: list[Rule]) -> bool:
+    """Whether no hit policy changes anything: the stage has no aggregate table and no table
+    matched more than one row (every decision of the shipped policy)."""
+    if stage in idx.aggregates:
+        return False
+    rows = idx.rows
+    seen: set[str] = set()
+    for r in hits:
+        tp = rows.get(r.id)
+        if tp is not None:
+            if tp[0].id in seen:
+                return False
+            seen.add(tp[0].id)
+    return True
+
+
+def apply_hit_policies(idx: TableIndex, stage: int, hits: list[Rule]) -> Selection | None:
     """Apply each table's hit policy to the rows an engine matched (hits in firing order);
-    a unique table's conflict is counted and logged here, once per decision."""
+    a unique table's conflict is counted and logged here, once per decision. None: nothing
+    changes, the hits fire as they are (no Selection built on the hot path)."""
+    if _unaffected(idx, stage, hits):
+        return None
     sel = select_stage(idx, stage, hits)
     for table, rows in sel.conflicts:
         record_conflict(table, rows)
@@ -179,18 +198,9 @@ def apply_hit_policies(idx: TableIndex, stage: int, hits: list[Rule]) -> Selecti
 def select_stage(idx: TableIndex, stage: int, hits: list[Rule]) -> Selection:
     """The hit-policy step itself, pure: what fires, what is traced without effect, what is
     aggregated. The vectorized batch path calls it once per distinct pattern of matched rows."""
+    if _unaffected(idx, stage, hits):
+        return _unchanged(hits)
     rows = idx.rows
-    if stage not in idx.aggregates:
-        # fast path (every decision of the shipped policy): no table matched twice
-        seen: set[str] = set()
-        for r in hits:
-            tp = rows.get(r.id)
-            if tp is not None:
-                if tp[0].id in seen:
-                    break
-                seen.add(tp[0].id)
-        else:
-            return _unchanged(hits)
     sel = Selection()
     groups: dict[str, list[int]] = {}
     tables: dict[str, Table] = {}

@@ -24,6 +24,19 @@ def _key(ev):
     )
 
 
+def assert_untraced_agrees(engine, facts: dict, traced) -> None:
+    """Without the trace (a challenger's run): the same evaluation, and the entries' ids only."""
+    u = engine.evaluate(facts, trace=False)
+    assert u.fired == [] and u.fired_ids == [f.id for f in traced.fired] == u.ids(), facts
+    assert (u.outcome, u.max_amount, u.derived, u.reasons, u.capped_by) == (
+        traced.outcome,
+        traced.max_amount,
+        traced.derived,
+        traced.reasons,
+        traced.capped_by,
+    ), facts
+
+
 @pytest.fixture(scope="module")
 def cases() -> list[dict]:
     real = [{**app, "pd": score(app)} for app in real_applications()]
@@ -41,6 +54,7 @@ def test_engines_agree_on_the_shipped_policy(cases):
     for facts in cases:
         a, b = compiled.evaluate(facts), durable.evaluate(facts)
         assert _key(a) == _key(b), facts
+        assert_untraced_agrees(compiled, facts, a)
         fired_ids.update(f.id for f in a.fired)
         outcomes[a.outcome] = outcomes.get(a.outcome, 0) + 1
         assert "risk_band" in a.derived  # every scored application gets a band

@@ -12,7 +12,7 @@ from decision_service.rules.language import load_ruleset
 from decision_service.rules.verify import verify
 
 from ._data import SCHEMA, generated_applications, real_applications, score
-from .test_differential import _key
+from .test_differential import _key, assert_untraced_agrees
 
 POLICY = Path(__file__).parent / "fixtures" / "tables_all_policies.yaml"
 
@@ -29,6 +29,8 @@ def test_engines_agree_on_every_hit_policy() -> None:
     for facts in cases:
         a, b = compiled.evaluate(facts), durable.evaluate(facts)
         assert _key(a) == _key(b), facts
+        assert_untraced_agrees(compiled, facts, a)
+        assert_untraced_agrees(durable, facts, b)
         fired.update(f.id for f in a.fired)
         outcomes.add(a.outcome)
     durable.close()
