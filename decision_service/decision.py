@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
 Outcome = Literal["approve", "refer", "decline"]
+OUTCOMES: tuple[str, ...] = get_args(Outcome)  # in order of severity
 
 
 class Reason(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import numpy as np
 
-from decision_service.batch.rules import OUTCOMES
+from decision_service.decision import OUTCOMES
 
 if TYPE_CHECKING:  # types only: challenger reports import this module without the model
     from decision_service.backtest.load import Baseline, Loaded

@@ -7,7 +7,7 @@ from html import escape
 
 from decision_service.backtest.compare import Report
 from decision_service.backtest.report import kpi_rows, money, pct
-from decision_service.batch.rules import OUTCOMES
+from decision_service.decision import OUTCOMES
 
 COLOURS = {"approve": "#2e7d32", "refer": "#f9a825", "decline": "#c62828"}
 BEFORE, AFTER = "#90a4ae", "#1565c0"

@@ -18,7 +18,8 @@ from decision_service.audit.tables import decision_rule_table, decision_table
 from decision_service.batch.columns import ApplicationColumns, Col
 from decision_service.batch.io import read_chunks
 from decision_service.batch.pipeline import BatchPipeline
-from decision_service.batch.rules import OUTCOME_CODE, OUTCOMES
+from decision_service.batch.rules import OUTCOME_CODE
+from decision_service.decision import OUTCOMES
 from decision_service.scoring.card import FeatureSpec
 
 BATCH = 100_000

@@ -6,7 +6,7 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from decision_service.backtest.compare import Report, Side
-from decision_service.batch.rules import OUTCOMES
+from decision_service.decision import OUTCOMES
 
 FLIPS_SHOWN = 20
 

@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from decision_service.batch.columns import ApplicationColumns, Col
-from decision_service.batch.rules import OUTCOMES, ColumnEvaluation, ColumnRules
-from decision_service.decision import Decision
+from decision_service.batch.rules import ColumnEvaluation, ColumnRules
+from decision_service.decision import OUTCOMES, Decision
 from decision_service.pipeline import (
     MAX_REASONS,
     Versions,

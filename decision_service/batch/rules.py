@@ -33,7 +33,7 @@ import numpy as np
 from decision_service.batch.columns import Col
 from decision_service.batch.expressions import Env, truth, value
 from decision_service.batch.tables import StageTables, TableStep, distinct_patterns
-from decision_service.decision import FiredRule, Reason
+from decision_service.decision import OUTCOMES, FiredRule, Reason
 from decision_service.rules.evaluation import (
     CapSource,
     Evaluation,
@@ -47,7 +47,6 @@ from decision_service.rules.evaluation import (
 from decision_service.rules.ruleset import Rule, Ruleset
 from decision_service.rules.tables import row_value
 
-OUTCOMES = ("approve", "refer", "decline")
 OUTCOME_CODE = {o: i for i, o in enumerate(OUTCOMES)}
 
 

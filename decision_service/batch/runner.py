@@ -37,8 +37,8 @@ from decision_service.audit import AuditStore, AuditUnavailable
 from decision_service.batch.io import Chunk, Writer, input_format, read_chunks, total_rows
 from decision_service.batch.overlap import WriteBehind, read_ahead
 from decision_service.batch.pipeline import OUTPUT_SCHEMA, BatchPipeline, BatchResult
-from decision_service.batch.rules import OUTCOMES
 from decision_service.deciding import utc_now
+from decision_service.decision import OUTCOMES
 from decision_service.pipeline import versions
 from decision_service.rules.registry import RuleRegistry
 from decision_service.scoring import Scorer, application_type

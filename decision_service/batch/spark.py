@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from decision_service.batch.io import arrow_chunk
 from decision_service.batch.pipeline import OUTPUT_SCHEMA, BatchPipeline
-from decision_service.batch.rules import OUTCOMES
+from decision_service.decision import OUTCOMES
 
 SPARK_SCHEMA = (
     "decision_id string, application_id string, outcome string, approved_amount double, "

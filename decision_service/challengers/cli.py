@@ -14,7 +14,7 @@ def print_table(rep: Any, console: Any) -> None:
     from rich.table import Table
 
     from decision_service.backtest.report import kpi_rows, pct
-    from decision_service.batch.rules import OUTCOMES
+    from decision_service.decision import OUTCOMES
 
     head = Table(title=f"challenger {rep.challenger}", show_header=False)
     head.add_row("decisions compared", f"{rep.decisions:,}")

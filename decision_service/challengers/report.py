@@ -23,7 +23,7 @@ from decision_service.audit.tables import (
 from decision_service.backtest.compare import RuleDelta, Side, side
 from decision_service.backtest.html import CSS, _table, flip_matrix, outcome_mix, rule_deltas
 from decision_service.backtest.report import kpi_rows, money, pct
-from decision_service.batch.rules import OUTCOMES
+from decision_service.decision import OUTCOMES
 
 LGD = 1.0  # expected loss as in the backtest: unsecured, no recovery assumed
 

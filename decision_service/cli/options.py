@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from decision_service.dates import DATES, filter_date
-
-OUTCOMES = ("approve", "refer", "decline")
+from decision_service.decision import OUTCOMES
 
 
 def add_window(p: argparse.ArgumentParser, what: str = "decisions made") -> None:

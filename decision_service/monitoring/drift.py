@@ -17,13 +17,14 @@ from typing import Any, Literal
 
 import msgspec
 
+from decision_service.decision import OUTCOMES
 from decision_service.scoring.card import ModelCard
 
 WARN = 0.1
 ALERT = 0.25
 FLOOR = 1e-4
 MIN_DECISIONS = 100  # below this a window's PSI is mostly sampling noise
-OUTCOMES = ("approve", "refer", "decline")
+
 Status = Literal["ok", "warn", "alert"]
 
 

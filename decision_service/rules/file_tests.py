@@ -8,8 +8,9 @@ from typing import Any
 
 import yaml
 
+from decision_service.decision import OUTCOMES
 from decision_service.rules.limits import MAX_ID_CHARS, MAX_TESTS
-from decision_service.rules.ruleset import OUTCOMES, TestCase
+from decision_service.rules.ruleset import TestCase
 from decision_service.rules.yaml_reader import NodeReader, _Abort
 
 _TEST_KEYS = {"name", "given", "expect"}

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from decision_service.decision import OUTCOMES
 from decision_service.rules import tables as tb
 from decision_service.rules.file_tests import FileTestReader
 from decision_service.rules.limits import (
@@ -27,7 +28,7 @@ from decision_service.rules.limits import (
     yaml_error,
 )
 from decision_service.rules.rule_reader import RuleReader
-from decision_service.rules.ruleset import OUTCOMES, ROLES, Rule, Ruleset, sha256_text
+from decision_service.rules.ruleset import ROLES, Rule, Ruleset, sha256_text
 from decision_service.rules.schema import FactSchema, FieldType
 from decision_service.rules.table_headers import read_headers
 from decision_service.rules.table_rows import lower

@@ -9,9 +9,10 @@ from typing import Any
 
 import yaml
 
+from decision_service.decision import OUTCOMES
 from decision_service.rules import expressions as ex
 from decision_service.rules.limits import ID_CHARS, MAX_ID_CHARS, guard_expression, guard_tree
-from decision_service.rules.ruleset import MAX_PRIORITY, OUTCOMES, Expr, Rule
+from decision_service.rules.ruleset import MAX_PRIORITY, Expr, Rule
 from decision_service.rules.schema import BOOLEAN, NUMBER, FieldType
 from decision_service.rules.yaml_reader import NodeReader, _Abort
 

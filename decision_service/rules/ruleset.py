@@ -15,7 +15,6 @@ from typing import Any
 from decision_service.rules import expressions as ex
 from decision_service.rules.schema import FactSchema, FieldType
 
-OUTCOMES = ("approve", "refer", "decline")
 ROLES = ("champion", "challenger")
 MAX_PRIORITY = 65534  # durable_rules' pri is an unsigned short; 65535 is our catch-all
 

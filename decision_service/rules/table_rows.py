@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from decision_service.decision import OUTCOMES
 from decision_service.rules import expressions as ex
 from decision_service.rules.expression_types import _value_type
-from decision_service.rules.ruleset import OUTCOMES, Expr, Rule
+from decision_service.rules.ruleset import Expr, Rule
 from decision_service.rules.schema import FieldType
 from decision_service.rules.table_cells import cell_text, parse_cell
 from decision_service.rules.tables import CONFLICT_CODE, SEVERITY, Column, Table
