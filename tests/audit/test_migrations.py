@@ -137,6 +137,28 @@ async def test_the_upgraded_log_keeps_growing_and_verifying(database: Database) 
     engine.dispose()
 
 
+def test_compact_decisions_downgrade_and_upgrade_keep_every_record(database: Database) -> None:
+    """0005 both ways: the texts come back from `record` and go into it again, decision_rule
+    is rebuilt each time with every row, and every chain still verifies."""
+    from alembic import command
+
+    make_release_database(database.url)
+    engine = make_engine(database.url)
+    migrations.upgrade(engine)
+    before = counts(engine)
+    with engine.begin() as conn:
+        command.downgrade(runner._config(conn), "0004")
+    with engine.connect() as conn:
+        texts = conn.execute(sa.text("SELECT count(*) FROM decision WHERE request_json <> ''"))
+        assert texts.scalar_one() == before["decision"]
+    assert counts(engine) == before
+    migrations.upgrade(engine)
+    assert counts(engine) == before and not schema_diffs(engine)
+    report = verify(engine)
+    assert report.ok and report.records == before["decision"]
+    engine.dispose()
+
+
 def test_tables_of_no_known_schema_are_refused(database: Database) -> None:
     make_release_database(database.url)
     engine = make_engine(database.url, writer=True)
