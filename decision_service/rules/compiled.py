@@ -192,7 +192,7 @@ class CompiledEngine:
             return numbers[rule.id][key](env)
 
         self._match, self._number = match, number
-        self._normalise = ruleset.schema.compile_normalise()
+        self._normalise = ruleset.schema.normaliser
 
     def evaluate(self, facts: Mapping[str, Any], *, trace: bool = True) -> Evaluation:
         facts = self._normalise(facts)
