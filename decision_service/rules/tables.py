@@ -189,7 +189,7 @@ def apply_hit_policies(idx: TableIndex, stage: int, hits: list[Rule]) -> Selecti
     changes, the hits fire as they are (no Selection built on the hot path)."""
     if _unaffected(idx, stage, hits):
         return None
-    sel = select_stage(idx, stage, hits)
+    sel = _select(idx, stage, hits)
     for table, rows in sel.conflicts:
         record_conflict(table, rows)
     return sel
@@ -198,8 +198,11 @@ def apply_hit_policies(idx: TableIndex, stage: int, hits: list[Rule]) -> Selecti
 def select_stage(idx: TableIndex, stage: int, hits: list[Rule]) -> Selection:
     """The hit-policy step itself, pure: what fires, what is traced without effect, what is
     aggregated. The vectorized batch path calls it once per distinct pattern of matched rows."""
-    if _unaffected(idx, stage, hits):
-        return _unchanged(hits)
+    return _unchanged(hits) if _unaffected(idx, stage, hits) else _select(idx, stage, hits)
+
+
+def _select(idx: TableIndex, stage: int, hits: list[Rule]) -> Selection:
+    """`select_stage` where some hit policy has work (checked by the caller)."""
     rows = idx.rows
     sel = Selection()
     groups: dict[str, list[int]] = {}
