@@ -9,6 +9,7 @@ not forked: LightGBM's OpenMP runtime does not survive a fork.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import threading
 from collections import deque
@@ -76,9 +77,16 @@ def decide_in_workers(
     # Spawning blocks until a child has imported its modules (the payload fills the pipe):
     # a thread starts them, and this one decides meanwhile.
     started: list[Future[Any]] = []
-    starter = threading.Thread(
-        target=lambda: started.extend(pool.submit(_ready) for _ in range(workers)), daemon=True
-    )
+
+    def start_workers() -> None:
+        # A short run can end (and the interpreter begin its shutdown, which closes every
+        # pool to new work) while workers are still being started: then there is nothing
+        # left for them to do, and no traceback to print.
+        with contextlib.suppress(RuntimeError):
+            for _ in range(workers):
+                started.append(pool.submit(_ready))
+
+    starter = threading.Thread(target=start_workers, daemon=True)
     starter.start()
     used = False
     try:
