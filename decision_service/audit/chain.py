@@ -23,7 +23,8 @@ What a walk names (``Problem.kind``):
 - ``checkpoint_mismatch``: the record at a signed checkpoint's seq has another hash;
 - ``tail_deleted``: the chain ends before its head or a signed checkpoint says it did;
 - ``head_mismatch`` / ``head_missing``: the head row disagrees with the chain, or is gone;
-- ``rules_index``: a decision's ``decision_rule`` rows differ from its fired rules;
+- ``rules_index``: a decision's fired set (``fired_set_rule`` rows of its ``fired_set``) differs
+  from its fired rules, or a set is stored under another set's key;
 - ``checkpoint_forged``: a checkpoint line whose MAC does not verify.
 """
 
@@ -124,7 +125,7 @@ class Problem(msgspec.Struct, frozen=True):
     decision_id: str | None  # the stored record found there (None if nothing is left)
     kind: ProblemKind
     detail: str
-    log: str = "decision"  # decision | access_log | change_log | checkpoints
+    log: str = "decision"  # decision | access_log | change_log | checkpoints | fired_set
     record_id: str | None = None  # decision_id, or the access/change record's id
 
 

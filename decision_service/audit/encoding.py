@@ -22,6 +22,7 @@ import functools
 import hashlib
 import struct
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 FORMAT_V1 = 1
@@ -83,3 +84,16 @@ def unpack(record: bytes | memoryview) -> tuple[str, str]:
         return request.decode("utf-8"), decision.decode("utf-8")
     except (zlib.error, struct.error, UnicodeDecodeError) as exc:
         raise CorruptRecord(f"record does not unpack: {exc}") from exc
+
+
+def fired_set_key(rule_ids: Iterable[str]) -> str:
+    """The key of a set of fired rules (``fired_set.sha256``, tables.py): sha256 (hex) of the
+    distinct ids, sorted, each as its UTF-8 length (4 bytes, big endian) and bytes. Frozen like
+    the record format: sets stored under one key are found again by it, and verify recomputes
+    it. A hash, not the joined ids: a unique index on PostgreSQL refuses entries over ~2.7 KB,
+    and a set of 30 rules with 100-character ids would be one."""
+    digest = hashlib.sha256()
+    for rule_id in sorted({r.encode("utf-8") for r in rule_ids}):
+        digest.update(_LENGTH.pack(len(rule_id)))
+        digest.update(rule_id)
+    return digest.hexdigest()

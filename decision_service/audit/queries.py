@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from decision_service.audit.chain import canonical_time
 from decision_service.audit.consistency import indexed_values
 from decision_service.audit.records import expand, fired_rule_ids, parse_time, reason_codes
-from decision_service.audit.tables import decision_rule_table, decision_table, ruleset_text_table
+from decision_service.audit.tables import decision_table, fired_set_rule_table, ruleset_text_table
 from decision_service.decision import Decision
 
 DEFAULT_LIMIT = 100
@@ -133,11 +133,9 @@ def _where(filters: Filters | None) -> list[sa.ColumnElement[bool]]:
         value = getattr(filters, name)
         if value is not None:
             clauses.append(t[name] == value)
-    if filters.rule is not None:
-        fired = sa.select(decision_rule_table.c.decision_id).where(
-            decision_rule_table.c.rule_id == filters.rule
-        )
-        clauses.append(t.decision_id.in_(fired))
+    if filters.rule is not None:  # the sets holding the rule, then their decisions
+        r = fired_set_rule_table.c
+        clauses.append(t.fired_set.in_(sa.select(r.set_id).where(r.rule_id == filters.rule)))
     return clauses
 
 

@@ -25,6 +25,7 @@ from decision_service.audit import chain, idempotency, queries
 from decision_service.audit.bulk import remember_ruleset
 from decision_service.audit.checkpoints import CheckpointFile, Head
 from decision_service.audit.engine import SQLiteSync, is_sqlite, make_engine
+from decision_service.audit.fired_sets import FiredSets
 from decision_service.audit.keys import DEFAULT_KEY_FILE, Keyring
 from decision_service.audit.logs import LogWriter
 from decision_service.audit.records import record_columns
@@ -94,6 +95,7 @@ class AuditStore(GroupCommitWriter, AuditTrail):
         self._keys = idempotency.KeyWriter(idempotency_ttl)
         self._commit_sent = False  # the current batch's COMMIT went to the database
         self._backend: tuple[int, Any] | None = None  # PostgreSQL: (pid, backend_start)
+        self._fired_sets = FiredSets()  # set of fired rules -> fired_set.id, once committed
         sa.event.listen(self.engine, "commit", self._on_commit)
         # The audit key (MACs) and the signed checkpoints outside the database.
         self.keyring = keyring or Keyring.load_or_create(DEFAULT_KEY_FILE)

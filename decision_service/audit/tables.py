@@ -2,7 +2,9 @@
 
 - ``decision``: one row per decision, hash-chained per writer (``chain_id``, ``seq``); its
   request and answer packed in ``record`` (encoding.py).
-- ``decision_rule``: the rules each decision fired, for the "rule fired" filter.
+- ``fired_set``: each distinct set of fired rules, once (decisions repeat a few hundred sets);
+  ``decision.fired_set`` names its decision's set. ``fired_set_rule``: the rules of each set,
+  keyed by rule, for the "rule fired" filter.
 - ``ruleset_text``: every ruleset version ever used, by sha256, so replay can rebuild it.
 - ``chain_head``: the last sequence number and hash of each chain, to detect a deleted tail.
 - ``idempotency_key``: a client's Idempotency-Key → the decisions it produced, written in the
@@ -55,7 +57,12 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 class DecisionRow(SQLModel, table=True):
     __tablename__ = "decision"
-    __table_args__ = (sa.UniqueConstraint("chain_id", "seq", name="uq_decision_chain_seq"),)
+    __table_args__ = (
+        sa.UniqueConstraint("chain_id", "seq", name="uq_decision_chain_seq"),
+        # the "rule fired" filter: its sets' decisions, in decision_id order within each set
+        # (a page sorts ids from the index, not whole rows: 10x faster for a common rule)
+        sa.Index("ix_decision_fired_set", "fired_set", "decision_id"),
+    )
 
     decision_id: str = Field(primary_key=True, max_length=36)  # UUIDv7: time-ordered
     chain_id: str = Field(max_length=32)
@@ -81,20 +88,33 @@ class DecisionRow(SQLModel, table=True):
     # (encoding.py: ~280 bytes instead of ~2.3 KB of JSON)
     record: bytes = Field(sa_type=sa.LargeBinary)
     key_id: str | None = Field(default=None, max_length=16)  # NULL: plain-hashed (pre-key)
+    # the set of rules it fired (fired_set.id): not hashed, verify checks it against `record`
+    fired_set: int
 
 
-class DecisionRuleRow(SQLModel, table=True):
-    """One rule a decision fired. Keyed by (rule, decision): the key itself serves the "rule
-    fired" filter, and on SQLite the table is that key (WITHOUT ROWID), not a row store plus
-    two indexes holding the same pair three times."""
+class FiredSetRow(SQLModel, table=True):
+    """One distinct set of fired rules. A row per (decision, rule) was over half of the bytes
+    a decision took (~8 rules each, with their index); the sets repeat, so each decision names
+    its set instead. Written in the commit of the first decision that fires it (fired_sets.py)."""
 
-    __tablename__ = "decision_rule"
+    __tablename__ = "fired_set"
+
+    id: int | None = Field(default=None, primary_key=True)
+    sha256: str = Field(max_length=64, unique=True)  # encoding.fired_set_key of its rules
+
+
+class FiredSetRuleRow(SQLModel, table=True):
+    """One rule of a set. Keyed by (rule, set): the key serves the "rule fired" filter (the
+    sets that hold the rule, then their decisions by ``ix_decision_fired_set``); on SQLite the
+    table is that key (WITHOUT ROWID)."""
+
+    __tablename__ = "fired_set_rule"
     __table_args__ = (
-        sa.PrimaryKeyConstraint("rule_id", "decision_id", name="pk_decision_rule"),
+        sa.PrimaryKeyConstraint("rule_id", "set_id", name="pk_fired_set_rule"),
         {"sqlite_with_rowid": False},
     )
 
-    decision_id: str = Field(primary_key=True, max_length=36)
+    set_id: int = Field(primary_key=True)
     rule_id: str = Field(primary_key=True)
 
 
@@ -229,7 +249,8 @@ class ChallengerResultRow(SQLModel, table=True):
 
 
 decision_table: sa.Table = DecisionRow.__table__  # type: ignore[assignment]
-decision_rule_table: sa.Table = DecisionRuleRow.__table__  # type: ignore[assignment]
+fired_set_table: sa.Table = FiredSetRow.__table__  # type: ignore[assignment]
+fired_set_rule_table: sa.Table = FiredSetRuleRow.__table__  # type: ignore[assignment]
 ruleset_text_table: sa.Table = RulesetTextRow.__table__  # type: ignore[assignment]
 chain_head_table: sa.Table = ChainHeadRow.__table__  # type: ignore[assignment]
 idempotency_key_table: sa.Table = IdempotencyKeyRow.__table__  # type: ignore[assignment]
@@ -242,7 +263,8 @@ challenger_result_table: sa.Table = ChallengerResultRow.__table__  # type: ignor
 
 TABLES = (
     decision_table,
-    decision_rule_table,
+    fired_set_table,
+    fired_set_rule_table,
     ruleset_text_table,
     chain_head_table,
     idempotency_key_table,

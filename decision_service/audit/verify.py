@@ -27,14 +27,15 @@ from decision_service.audit.chain import (
     VerifyReport,
 )
 from decision_service.audit.checkpoints import CheckpointFile, CheckpointRead, Head
-from decision_service.audit.encoding import CorruptRecord, unpack
+from decision_service.audit.encoding import CorruptRecord, fired_set_key, unpack
 from decision_service.audit.keys import DEFAULT_KEY_FILE, Keyring
 from decision_service.audit.logs import LOG_TABLES, database_id
 from decision_service.audit.records import expand, fired_rule_ids
 from decision_service.audit.tables import (
     chain_head_table,
-    decision_rule_table,
     decision_table,
+    fired_set_rule_table,
+    fired_set_table,
     log_head_table,
 )
 
@@ -252,40 +253,59 @@ def _warnings(
     return out
 
 
+def _fired_sets(engine: sa.Engine) -> tuple[dict[int, set[str]], set[int]]:
+    """Every stored set's rules, and the sets whose key is not their rules' key."""
+    fs, fr = fired_set_table.c, fired_set_rule_table.c
+    with engine.connect() as conn:
+        keys = dict(conn.execute(sa.select(fs.id, fs.sha256)).all())
+        members: dict[int, set[str]] = {set_id: set() for set_id in keys}
+        for set_id, rule_id in conn.execute(sa.select(fr.set_id, fr.rule_id)):
+            members.setdefault(set_id, set()).add(rule_id)
+        conn.rollback()
+    return members, {s for s, rules in members.items() if keys.get(s) != fired_set_key(rules)}
+
+
 def check_rules_index(engine: sa.Engine, *, batch: int = 1000) -> Problem | None:
-    """The first record whose ``decision_rule`` rows differ from its decision's fired rules."""
-    d, r = decision_table.c, decision_rule_table.c
-
-    def bytewise(column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
-        # the merge below compares ids in Python: make the database order them the same way
-        return column.collate("C") if engine.dialect.name == "postgresql" else column
-
-    records = sa.select(d.decision_id, d.chain_id, d.seq, d.record).order_by(
-        bytewise(d.decision_id)
+    """The first record (in decision_id order) whose fired set is not its decision's fired
+    rules: ``decision.fired_set`` names a set whose ``fired_set_rule`` rows differ, names no
+    set, or names one whose key (``fired_set.sha256``) is not its rules' (writers would file
+    other decisions under it); else a set no decision names whose key is not its rules'."""
+    d = decision_table.c
+    members, lying = _fired_sets(engine)
+    named: set[int] = set()
+    records = sa.select(d.decision_id, d.chain_id, d.seq, d.record, d.fired_set).order_by(
+        d.decision_id
     )
-    rules = sa.select(r.decision_id, r.rule_id).order_by(bytewise(r.decision_id))
-    with engine.connect() as conn_d, engine.connect() as conn_r:
-        rule_rows = iter(conn_r.execution_options(yield_per=batch).execute(rules))
-        pending = next(rule_rows, None)
-        for row in conn_d.execution_options(yield_per=batch).execute(records):
-            indexed: set[str] = set()
-            while pending is not None and pending.decision_id <= row.decision_id:
-                if pending.decision_id == row.decision_id:
-                    indexed.add(pending.rule_id)
-                pending = next(rule_rows, None)
+    with engine.connect() as conn:
+        for row in conn.execution_options(yield_per=batch).execute(records):
+            named.add(row.fired_set)
+            if row.fired_set not in members:  # a set committed since they were read?
+                members, lying = _fired_sets(engine)
             try:
                 fired = set(fired_rule_ids(unpack(row.record)[1]))
             except (msgspec.DecodeError, msgspec.ValidationError, CorruptRecord):
                 continue  # unreadable record: the walk names it (columns_disagree)
-            if indexed != fired:
+            indexed = members.get(row.fired_set)
+            if indexed == fired and row.fired_set not in lying:
+                continue
+            if indexed is None:
+                detail = f"fired_set {row.fired_set} does not exist"
+            elif indexed != fired:
                 missing, extra = sorted(fired - indexed), sorted(indexed - fired)
-                return Problem(
-                    row.chain_id,
-                    row.seq,
-                    row.decision_id,
-                    "rules_index",
-                    f"decision_rule rows differ from the decision: missing {missing}, "
-                    f"extra {extra}",
-                    record_id=row.decision_id,
-                )
+                detail = f"missing {missing}, extra {extra}"
+            else:
+                detail = f"fired_set {row.fired_set} has another set's key"
+            return Problem(
+                row.chain_id,
+                row.seq,
+                row.decision_id,
+                "rules_index",
+                f"the decision's fired set differs from its fired rules: {detail}",
+                record_id=row.decision_id,
+            )
+    for set_id in sorted(lying - named):  # no decision names it (yet): named as itself
+        detail = f"fired_set {set_id} has another set's key (or rules)"
+        return Problem(
+            "fired_set", set_id, None, "rules_index", detail, log="fired_set", record_id=str(set_id)
+        )
     return None

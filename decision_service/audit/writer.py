@@ -35,11 +35,11 @@ import sqlalchemy as sa
 
 from decision_service.audit import chain, challenger_records, fencing, idempotency
 from decision_service.audit.bulk import bulk_insert
+from decision_service.audit.fired_sets import FiredSets
 from decision_service.audit.keys import Keyring
 from decision_service.audit.tables import (
     chain_head_table,
     challenger_result_table,
-    decision_rule_table,
     decision_table,
     writer_heartbeat_table,
 )
@@ -120,6 +120,7 @@ class GroupCommitWriter:
     _keys: idempotency.KeyWriter
     _commit_sent: bool
     _backend: tuple[int, Any] | None
+    _fired_sets: FiredSets
 
     def _probe(self) -> None:
         """Commit this writer's heartbeat (runs on the writer thread, between batches)."""
@@ -290,11 +291,13 @@ class GroupCommitWriter:
                 seq, prev_hash = self._seq, self._prev_hash
             first_seq = seq
             rows: list[dict[str, Any]] = []
-            rule_rows: list[dict[str, str]] = []
             key_id = self.keyring.current_id
-            for columns, rules in _records(batch):
+            records = list(_records(batch))
+            set_ids, new_sets = self._fired_sets.ids(conn, [rules for _, rules in records])
+            for (columns, _), set_id in zip(records, set_ids, strict=True):
                 seq += 1
                 row = columns.copy()
+                row["fired_set"] = set_id
                 row["chain_id"] = self.chain_id
                 row["seq"] = seq
                 row["prev_hash"] = prev_hash
@@ -303,11 +306,7 @@ class GroupCommitWriter:
                     self.keyring, self.chain_id, seq, prev_hash, row
                 )
                 rows.append(row)
-                decision_id = row["decision_id"]
-                rule_rows.extend({"decision_id": decision_id, "rule_id": r} for r in rules)
             bulk_insert(conn, decision_table, rows)
-            if rule_rows:
-                bulk_insert(conn, decision_rule_table, rule_rows)
             shadow_rows = [
                 challenger_records.sign(self.keyring, key_id, row)
                 for pending in batch
@@ -322,8 +321,9 @@ class GroupCommitWriter:
                 conn.execute(sa.insert(chain_head_table), [{"chain_id": self.chain_id, **head}])
             else:
                 conn.execute(_MOVE_HEAD, {"head_chain_id": self.chain_id, **head})
-        # Committed: only now does the chain state move forward.
+        # Committed: only now do the chain state and the known sets move forward.
         self._seq, self._prev_hash, self._resync = seq, prev_hash, False
+        self._fired_sets.learn(new_sets)
 
     def _write_challengers(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
         """Challenger rows under a savepoint: if the database refuses them, the decisions are

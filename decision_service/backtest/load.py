@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from decision_service.audit import Filters
 from decision_service.audit.encoding import unpack
 from decision_service.audit.queries import _where
-from decision_service.audit.tables import decision_rule_table, decision_table
+from decision_service.audit.tables import decision_table, fired_set_rule_table
 from decision_service.batch.columns import ApplicationColumns, Col
 from decision_service.batch.io import read_chunks
 from decision_service.batch.pipeline import BatchPipeline
@@ -83,6 +83,7 @@ _COLUMNS = [
         "risk_band",
         "model_version",
         "ruleset_version",
+        "fired_set",
         "record",
     )
 ]
@@ -100,6 +101,7 @@ def load_stored(
     where = _where(filters)
     stmt = sa.select(*_COLUMNS).where(*where).order_by(decision_table.c.decision_id)
     ids, app_ids, outcome, approved, pd, band, mv, rv = [], [], [], [], [], [], [], []
+    sets: list[int] = []  # each row's fired_set
     apps: list[object] = []
     parts: list[ApplicationColumns] = []
     skipped: list[tuple[str, str]] = []
@@ -119,6 +121,7 @@ def load_stored(
             band.append(row.risk_band)
             mv.append(row.model_version)
             rv.append(row.ruleset_version)
+            sets.append(row.fired_set)
             if len(apps) >= BATCH:
                 parts.append(ApplicationColumns.from_structs(apps, specs))
                 tick(len(apps))
@@ -126,19 +129,15 @@ def load_stored(
         if apps or not parts:
             parts.append(ApplicationColumns.from_structs(apps, specs))
             tick(len(apps))
-        index = {d: i for i, d in enumerate(ids)}
-        fired: dict[str, np.ndarray] = {}
-        chosen = sa.select(decision_table.c.decision_id).where(*where)
-        rules = sa.select(decision_rule_table.c.decision_id, decision_rule_table.c.rule_id).where(
-            decision_rule_table.c.decision_id.in_(chosen)
-        )
-        for decision_id, rule_id in conn.execution_options(yield_per=50_000).execute(rules):
-            i = index.get(decision_id)
-            if i is not None:
-                mask = fired.get(rule_id)
-                if mask is None:
-                    mask = fired[rule_id] = np.zeros(len(ids), bool)
-                mask[i] = True
+        # the rules of every set the rows name (a few hundred sets), then one mask per rule
+        r = fired_set_rule_table.c
+        sets_of: dict[str, list[int]] = {}
+        for set_id, rule_id in conn.execute(
+            sa.select(r.set_id, r.rule_id).where(r.set_id.in_(set(sets)))
+        ):
+            sets_of.setdefault(rule_id, []).append(set_id)
+    row_sets = np.asarray(sets, np.int64)
+    fired = {rule_id: np.isin(row_sets, ids_) for rule_id, ids_ in sets_of.items()}
     baseline = Baseline(
         ids,
         app_ids,

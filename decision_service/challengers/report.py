@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from decision_service.audit.tables import (
     challenger_result_table,
-    decision_rule_table,
     decision_table,
+    fired_set_rule_table,
 )
 from decision_service.backtest.compare import RuleDelta, Side, side
 from decision_service.backtest.html import CSS, _table, flip_matrix, outcome_mix, rule_deltas
@@ -111,14 +111,10 @@ def load(
         start,
         end,
     ).order_by(c.decision_id)
+    r = fired_set_rule_table.c
     fired_q = _window(
-        sa.select(decision_rule_table.c.decision_id, decision_rule_table.c.rule_id)
-        .select_from(
-            decision_rule_table.join(
-                challenger_result_table,
-                decision_rule_table.c.decision_id == c.decision_id,
-            ).join(decision_table, d.decision_id == decision_rule_table.c.decision_id)
-        )
+        sa.select(c.decision_id, r.rule_id)
+        .select_from(joined.join(fired_set_rule_table, r.set_id == d.fired_set))
         .where(c.challenger == name),
         start,
         end,

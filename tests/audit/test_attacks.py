@@ -164,12 +164,6 @@ async def test_a_deleted_tail_with_a_rewritten_head_is_caught_by_the_checkpoint(
     store, raw, keyring, checkpoints, chain
 ) -> None:
     with raw.begin() as conn:  # cut seq 18..20 and make the head agree with seq 17
-        conn.execute(
-            sa.text(
-                "DELETE FROM decision_rule WHERE decision_id IN "
-                "(SELECT decision_id FROM decision WHERE seq > 17)"
-            )
-        )
         conn.execute(sa.text("DELETE FROM decision WHERE seq > 17"))
         last = conn.execute(sa.text("SELECT record_hash FROM decision WHERE seq = 17")).scalar()
         conn.execute(sa.text("UPDATE chain_head SET last_seq = 17, last_hash = :h"), {"h": last})
@@ -182,7 +176,13 @@ async def test_a_deleted_tail_with_a_rewritten_head_is_caught_by_the_checkpoint(
 async def test_a_deleted_chain_is_caught_by_the_checkpoint(
     store, raw, keyring, checkpoints, chain
 ) -> None:
-    _sql(raw, "DELETE FROM decision_rule", "DELETE FROM decision", "DELETE FROM chain_head")
+    _sql(
+        raw,
+        "DELETE FROM fired_set_rule",
+        "DELETE FROM fired_set",
+        "DELETE FROM decision",
+        "DELETE FROM chain_head",
+    )
     problem = _only_problem(raw, keyring, checkpoints)
     assert (problem.chain_id, problem.seq, problem.kind) == (store.chain_id, 1, "tail_deleted")
 

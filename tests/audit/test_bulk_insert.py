@@ -23,7 +23,7 @@ def test_bulk_insert_stores_what_sqlalchemy_stores(raw: sa.Engine) -> None:
         rows.append(
             columns
             | {"chain_id": via, "seq": 1, "prev_hash": "0" * 64, "record_hash": str(i) * 64}
-            | {"key_id": "k0123456789abcde"}
+            | {"key_id": "k0123456789abcde", "fired_set": 1}
         )
     with raw.begin() as conn:
         conn.execute(sa.insert(decision_table), [rows[0]])

@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from decision_service.audit import AuditStore, verify
+from decision_service.audit.encoding import fired_set_key
 from decision_service.audit.testing import edit_record, sample_decision, sample_request
 
 
@@ -24,6 +25,9 @@ async def chain(store: AuditStore, raw: sa.Engine) -> dict[int, str]:
         )
     with raw.connect() as conn:
         return dict(conn.execute(sa.text("SELECT seq, decision_id FROM decision")).all())
+
+
+_SET_OF = "SELECT fired_set, 'KO-AGE' FROM decision WHERE decision_id = '{}'"
 
 
 def _sql(raw: sa.Engine, *statements: str) -> None:
@@ -148,13 +152,49 @@ async def test_only_the_tampered_chain_is_reported(database, raw, chain, store) 
 
 
 async def test_a_rule_hidden_from_the_filter_is_named(store: AuditStore, raw, chain) -> None:
-    _sql(raw, f"DELETE FROM decision_rule WHERE decision_id = '{chain[8]}'")
+    # decision 8 pointed at a set without its rule (the empty set, stored with its true key)
+    _sql(
+        raw,
+        f"INSERT INTO fired_set (id, sha256) VALUES (900, '{fired_set_key([])}')",
+        f"UPDATE decision SET fired_set = 900 WHERE decision_id = '{chain[8]}'",
+    )
     problem = _only_problem(raw)
     assert (problem.seq, problem.decision_id, problem.kind) == (8, chain[8], "rules_index")
-    assert "DTI-REFER" in problem.detail
+    assert "missing ['DTI-REFER']" in problem.detail
 
 
 async def test_a_rule_added_to_the_filter_is_named(raw, chain) -> None:
-    _sql(raw, f"INSERT INTO decision_rule VALUES ('{chain[2]}', 'KO-AGE')")
+    # all 20 decisions share one set: the first of them is named
+    _sql(raw, f"INSERT INTO fired_set_rule (set_id, rule_id) {_SET_OF.format(chain[2])}")
     problem = _only_problem(raw)
-    assert (problem.seq, problem.kind) == (2, "rules_index")
+    assert (problem.seq, problem.decision_id, problem.kind) == (1, chain[1], "rules_index")
+    assert "extra ['KO-AGE']" in problem.detail
+
+
+async def test_a_rule_removed_from_a_set_is_named(raw, chain) -> None:
+    _sql(raw, "DELETE FROM fired_set_rule WHERE rule_id = 'DTI-REFER'")
+    problem = _only_problem(raw)
+    assert (problem.seq, problem.kind) == (1, "rules_index")
+    assert "missing ['DTI-REFER']" in problem.detail
+
+
+async def test_a_decision_naming_no_set_is_named(raw, chain) -> None:
+    _sql(raw, f"UPDATE decision SET fired_set = 999 WHERE decision_id = '{chain[5]}'")
+    problem = _only_problem(raw)
+    assert (problem.seq, problem.kind) == (5, "rules_index")
+    assert "fired_set 999 does not exist" in problem.detail
+
+
+@pytest.mark.parametrize("referenced", [True, False])
+async def test_a_set_under_another_sets_key_is_named(raw, chain, referenced: bool) -> None:
+    """A lying key would file the next decisions that fire KO-AGE under DTI-REFER's set."""
+    statements = [f"UPDATE fired_set SET sha256 = '{fired_set_key(['KO-AGE'])}'"]
+    if not referenced:  # a set no decision names yet: still named
+        statements = [
+            f"INSERT INTO fired_set (id, sha256) VALUES (900, '{fired_set_key(['KO-AGE'])}')",
+            "INSERT INTO fired_set_rule (set_id, rule_id) VALUES (900, 'DTI-REFER')",
+        ]
+    _sql(raw, *statements)
+    problem = _only_problem(raw)
+    assert problem.kind == "rules_index" and "another set's key" in problem.detail
+    assert (problem.log, problem.seq) == (("decision", 1) if referenced else ("fired_set", 900))

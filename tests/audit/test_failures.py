@@ -70,8 +70,8 @@ async def test_failure_inside_the_transaction_stores_nothing_of_the_batch(
 
     @sa.event.listens_for(store.engine, "before_cursor_execute")
     def _explode(_conn, _cursor, statement: str, *_args) -> None:
-        # the decision rows are already inserted when the rule insert fails
-        if fail.is_set() and statement.startswith("INSERT INTO decision_rule"):
+        # the decision rows are already inserted when the head update fails
+        if fail.is_set() and statement.startswith("UPDATE chain_head"):
             raise RuntimeError("disk on fire")
 
     decisions = [sample_decision(rules=["DTI-REFER"]) for _ in range(15)]

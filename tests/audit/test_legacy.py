@@ -16,16 +16,14 @@ from decision_service.audit import (
     verify,
 )
 from decision_service.audit.chain import GENESIS, record_hash
+from decision_service.audit.fired_sets import resolve
 from decision_service.audit.migrations import runner
 from decision_service.audit.records import record_columns
-from decision_service.audit.tables import (
-    chain_head_table,
-    decision_rule_table,
-    decision_table,
-)
+from decision_service.audit.tables import chain_head_table, decision_table
 from decision_service.audit.testing import sample_decision, sample_request
 
 OLD_TABLES = ("decision", "decision_rule", "ruleset_text", "chain_head")
+OLD_RULES = sa.table("decision_rule", sa.column("decision_id"), sa.column("rule_id"))
 
 
 def _old_schema(engine: sa.Engine) -> None:
@@ -50,11 +48,14 @@ def _write_plain_chain(
             )
             row |= {"chain_id": chain_id, "seq": seq, "prev_hash": prev}
             row["record_hash"] = prev = record_hash(chain_id, seq, prev, row)
+            if "fired_set" in stored:  # upgraded: the decision names its set of rules
+                row["fired_set"] = resolve(conn, [frozenset(rules)])[frozenset(rules)]
             conn.execute(sa.insert(table).values({name: row[name] for name in names}))
-            conn.execute(
-                sa.insert(decision_rule_table),
-                [{"decision_id": row["decision_id"], "rule_id": r} for r in rules],
-            )
+            if "fired_set" not in stored:
+                conn.execute(
+                    sa.insert(OLD_RULES),
+                    [{"decision_id": row["decision_id"], "rule_id": r} for r in rules],
+                )
         head = {"last_seq": start + n - 1, "last_hash": prev, "updated_at": row["decided_at"]}
         if start == 1:
             conn.execute(sa.insert(chain_head_table).values(chain_id=chain_id, **head))
@@ -130,14 +131,6 @@ async def test_an_old_chain_rehashed_after_the_upgrade_is_named(
     await _upgrade_and_decide(database, keyring, checkpoints)
     # rewrite chain a from scratch (other decisions, correct plain hashes, head moved)
     with legacy.begin() as conn:
-        ids = (
-            conn.execute(sa.text(f"SELECT decision_id FROM decision WHERE chain_id = '{'a' * 32}'"))
-            .scalars()
-            .all()
-        )
-        conn.execute(
-            sa.delete(decision_rule_table).where(decision_rule_table.c.decision_id.in_(ids))
-        )
         conn.execute(sa.delete(decision_table).where(decision_table.c.chain_id == "a" * 32))
         conn.execute(sa.delete(chain_head_table).where(chain_head_table.c.chain_id == "a" * 32))
     _write_plain_chain(legacy, "a" * 32, 6)

@@ -52,10 +52,30 @@ def make_release_database(url: str) -> None:
     engine.dispose()
 
 
+def rule_pairs(engine: sa.Engine) -> set[tuple[str, str]]:
+    """Every (decision, fired rule) pair the database holds, at the schema it is at: rows of
+    decision_rule before 0006, each decision's fired set from 0006 on."""
+    if "decision_rule" in sa.inspect(engine).get_table_names():
+        sql = "SELECT decision_id, rule_id FROM decision_rule"
+    else:
+        sql = (
+            "SELECT d.decision_id, r.rule_id FROM decision d "
+            "JOIN fired_set_rule r ON r.set_id = d.fired_set"
+        )
+    with engine.connect() as conn:
+        return {(d, r) for d, r in conn.execute(sa.text(sql))}
+
+
+FIXTURE_PAIRS = {(r["decision_id"], r["rule_id"]) for r in FIXTURE["rows"]["decision_rule"]}
+
+
 def counts(engine: sa.Engine) -> dict[str, int]:
+    """Rows per release table (decision_rule: the decision/rule pairs, whatever holds them)."""
     with engine.connect() as conn:
         return {
-            name: conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()
+            name: len(rule_pairs(engine))
+            if name == "decision_rule"
+            else conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()
             for name in FIXTURE["rows"]
         }
 
@@ -104,6 +124,7 @@ def test_release_0_1_0_database_upgrades_in_place(database: Database) -> None:
     assert migrations.status(engine).state == "current"
     assert schema_diffs(engine) == []
     assert counts(engine) == {name: len(rows) for name, rows in FIXTURE["rows"].items()}
+    assert rule_pairs(engine) == FIXTURE_PAIRS
     after = verify(engine)
     assert after.ok, after.problems
     assert after.records == 60 and len(after.chains) == 2
@@ -156,6 +177,52 @@ def test_compact_decisions_downgrade_and_upgrade_keep_every_record(database: Dat
     assert counts(engine) == before and not schema_diffs(engine)
     report = verify(engine)
     assert report.ok and report.records == before["decision"]
+    engine.dispose()
+
+
+def test_fired_sets_downgrade_and_upgrade_keep_every_rule(database: Database) -> None:
+    """0006 both ways: decision_rule comes back from the sets pair for pair, and the sets
+    from it again (one per distinct set, the empty one included); every chain verifies."""
+    from alembic import command
+
+    make_release_database(database.url)
+    engine = make_engine(database.url)
+    migrations.upgrade(engine)
+    distinct = {
+        frozenset(r for d, r in FIXTURE_PAIRS if d == row["decision_id"])
+        for row in FIXTURE["rows"]["decision"]
+    }
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM fired_set")).scalar_one() == len(distinct)
+    with engine.begin() as conn:
+        command.downgrade(runner._config(conn), "0005")
+    assert {"fired_set", "fired_set_rule"}.isdisjoint(sa.inspect(engine).get_table_names())
+    assert rule_pairs(engine) == FIXTURE_PAIRS
+    migrations.upgrade(engine)
+    assert rule_pairs(engine) == FIXTURE_PAIRS and not schema_diffs(engine)
+    assert verify(engine).ok
+    engine.dispose()
+
+
+def test_a_rule_lost_before_the_upgrade_is_named_after_it(database: Database) -> None:
+    """The sets are built from decision_rule as it is: a row missing there is missing from
+    the decision's set, and verify names the decision."""
+    from alembic import command
+
+    make_release_database(database.url)
+    engine = make_engine(database.url)
+    migrations.upgrade(engine, "0005")
+    decision_id, rule_id = sorted(FIXTURE_PAIRS)[3]
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("DELETE FROM decision_rule WHERE decision_id = :d AND rule_id = :r"),
+            {"d": decision_id, "r": rule_id},
+        )
+        command.upgrade(runner._config(conn), "0006")
+    assert rule_pairs(engine) == FIXTURE_PAIRS - {(decision_id, rule_id)}
+    (problem,) = verify(engine).problems
+    assert (problem.decision_id, problem.kind) == (decision_id, "rules_index")
+    assert rule_id in problem.detail
     engine.dispose()
 
 

@@ -124,12 +124,6 @@ async def test_an_incremental_verify_sees_a_tail_cut_below_its_start(
     await asyncio.gather(*(store.append(sample_request(), sample_decision()) for _ in range(8)))
     assert verify(raw, keyring, checkpoints, mark_verified=True).ok
     with raw.begin() as conn:
-        conn.execute(
-            sa.text(
-                "DELETE FROM decision_rule WHERE decision_id IN "
-                "(SELECT decision_id FROM decision WHERE seq > 5)"
-            )
-        )
         conn.execute(sa.text("DELETE FROM decision WHERE seq > 5"))
         last = conn.execute(sa.text("SELECT record_hash FROM decision WHERE seq = 5")).scalar()
         conn.execute(sa.text("UPDATE chain_head SET last_seq = 5, last_hash = :h"), {"h": last})

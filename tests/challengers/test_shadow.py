@@ -186,7 +186,13 @@ async def test_report_matches_a_direct_computation(database: Database, tmp_path,
         rep = challenger_report.report(engine, "tighter-pd")
         with engine.connect() as conn:
             fired = Counter(
-                r.rule_id for r in conn.execute(sa.text("SELECT rule_id FROM decision_rule"))
+                r.rule_id
+                for r in conn.execute(
+                    sa.text(
+                        "SELECT r.rule_id FROM decision d "
+                        "JOIN fired_set_rule r ON r.set_id = d.fired_set"
+                    )
+                )
             )
             assert (
                 conn.execute(sa.select(sa.func.count()).select_from(decision_table)).scalar() == N

@@ -264,9 +264,6 @@ def test_a_cut_tail_is_caught_by_the_checkpoint_signed_at_shutdown(trail: Server
     last = _rows(db, "SELECT chain_id, seq, decision_id FROM decision ORDER BY seq DESC LIMIT 1")[0]
     with db.begin() as conn:  # cut the newest decision, and make the head agree
         conn.execute(
-            sa.text("DELETE FROM decision_rule WHERE decision_id = :i"), {"i": last["decision_id"]}
-        )
-        conn.execute(
             sa.text("DELETE FROM decision WHERE decision_id = :i"), {"i": last["decision_id"]}
         )
         prev = conn.execute(
