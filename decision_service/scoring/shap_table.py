@@ -119,6 +119,9 @@ class TableExplainer:
         self._cell_values = cell_values or []
         self._sigmoid = sigmoid  # binary objective's; None: not a model `probability` handles
         self._leaf: np.ndarray | None = None  # each cell's tree output (raw score)
+        self._row_starts: list[int] = []
+        self._row_index = np.zeros((0, 0), np.int64)
+        self._prepare_row()
 
     @classmethod
     def build(cls, booster: lgb.Booster, specs: Sequence[FeatureSpec]) -> TableExplainer | None:
@@ -174,12 +177,33 @@ class TableExplainer:
             _binary_sigmoid(dump.get("objective")),
         )
 
+    def _prepare_row(self) -> None:
+        """The one-row path's index: a row per (feature, global bucket) holding, for every
+        tree, that bucket's share of the tree's cell index (0 where the tree does not split on
+        the feature). A row's cells are then the sum of its features' rows: one gather and one
+        sum instead of a gather per (tree, feature) pair. The trees' table offsets are folded
+        into the first feature's rows (exactly one of them is in every sum)."""
+        n_trees = len(self._pair_start)
+        widths = [f.nan_bucket + 1 for f in self._features]
+        starts = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+        dense = np.zeros((sum(widths), n_trees), np.int64)
+        pair_ends = np.append(self._pair_start[1:], len(self._pair_feature))
+        for t, (lo, hi) in enumerate(zip(self._pair_start, pair_ends, strict=True)):
+            for p in range(lo, hi):
+                f, at = int(self._pair_feature[p]), int(self._pair_map_offset[p])
+                dense[starts[f] : starts[f] + widths[f], t] = self._flat_map[at : at + widths[f]]
+        dense[: widths[0]] += self._tree_offset
+        self._row_starts = starts.tolist()
+        self._row_index = dense
+
     def contributions(self, row: Sequence[float]) -> list[float]:
         """SHAP contributions per feature (log-odds), then the expected value."""
-        buckets = np.array([f.bucket(x) for f, x in zip(self._features, row, strict=True)])
-        cell = self._flat_map.take(self._pair_map_offset + buckets.take(self._pair_feature))
-        rows = self._tree_offset + np.add.reduceat(cell, self._pair_start)
-        return self._table.take(rows, axis=0).sum(axis=0).tolist()
+        index = [
+            start + f.bucket(x)
+            for start, f, x in zip(self._row_starts, self._features, row, strict=True)
+        ]
+        cells = self._row_index.take(index, axis=0).sum(axis=0)
+        return self._table.take(cells, axis=0).sum(axis=0).tolist()
 
     def _prepare_many(self, n_features: int) -> None:
         """Per feature: the trees that split on it, and for each of its global buckets the
