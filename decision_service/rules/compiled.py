@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from decision_service.rules import expressions as ex
-from decision_service.rules.evaluation import Evaluation, run_stages
+from decision_service.rules.evaluation import Evaluation, Numbers, run_stages
 from decision_service.rules.ruleset import Rule, Ruleset
 
 
@@ -179,24 +179,21 @@ class CompiledEngine:
         for block in self.source.split("\n\n"):  # one function at a time (see STAGE_PART)
             exec(compile(block, label, "exec"), namespace)  # generated from a validated AST
         stages = [namespace[f"stage_{si}"] for si in range(len(ruleset.stages))]
-        numbers: dict[str, dict[str, Callable[[dict[str, Any]], Any]]] = {}
+        functions: dict[tuple[str, str], Callable[[dict[str, Any]], Any]] = {}
         for i, rule in enumerate(ruleset.rules):
             for key in [*rule.compute, *(["max_amount"] if rule.max_amount else [])]:
-                numbers.setdefault(rule.id, {})[key] = namespace[f"num_{i}_{key}"]
+                functions[(rule.id, key)] = namespace[f"num_{i}_{key}"]
 
-        # plain closures, not methods: run_stages calls them several times per decision
+        # a plain closure, not a method: run_stages calls it once per stage
         def match(si: int, env: dict[str, Any]) -> list[Rule]:
             return stages[si](env)
 
-        def number(rule: Rule, key: str, env: dict[str, Any]) -> Any:
-            return numbers[rule.id][key](env)
-
-        self._match, self._number = match, number
+        self._match, self._numbers = match, Numbers(ruleset, functions)
         self._normalise = ruleset.schema.normaliser
 
     def evaluate(self, facts: Mapping[str, Any], *, trace: bool = True) -> Evaluation:
         facts = self._normalise(facts)
-        return run_stages(self.ruleset, facts, self._match, self._number, trace=trace)
+        return run_stages(self.ruleset, facts, self._match, self._numbers, trace=trace)
 
     def close(self) -> None:
         pass

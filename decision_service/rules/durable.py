@@ -48,7 +48,7 @@ from decision_service.rules.durable_translation import (
     _RuleCompiler,
     to_json,
 )
-from decision_service.rules.evaluation import Evaluation, run_stages
+from decision_service.rules.evaluation import Evaluation, Numbers, run_stages
 from decision_service.rules.ruleset import MAX_PRIORITY, Rule, Ruleset
 
 CHUNK_SIZE = 25
@@ -108,6 +108,7 @@ class DurableEngine:
             for key, e in [*r.compute.items(), ("max_amount", r.max_amount)]
             if e is not None
         }
+        self._effects = Numbers(ruleset, self._numbers)
         tag = f"{ruleset.name}@{ruleset.version}#{next(_ruleset_ids)}"
         try:
             for si, stage in enumerate(ruleset.stages):
@@ -191,15 +192,12 @@ class DurableEngine:
         found.sort(key=lambda r: order[r.id])
         return found
 
-    def _number(self, rule: Rule, key: str, env: dict[str, Any]) -> Any:
-        return self._numbers[(rule.id, key)](env)
-
     def evaluate(self, facts: Mapping[str, Any], *, trace: bool = True) -> Evaluation:
         facts = self._schema.normalise(facts)
         with self._lock:
             if self.closed:
                 raise DurableEngineError("this ruleset version has been unloaded")
-            return run_stages(self.ruleset, facts, self._match, self._number, trace=trace)
+            return run_stages(self.ruleset, facts, self._match, self._effects, trace=trace)
 
     def close(self) -> None:
         """Delete the durable rulesets (idempotent)."""

@@ -148,13 +148,34 @@ _NONE: Mapping[str, Any] = {}  # shared, never written: a stage without passive/
 Matcher = Callable[[int, dict[str, Any]], list[Rule]]
 # A number evaluator gives the value of a compute / max_amount expression (None = unknown).
 NumberEval = Callable[[Rule, str, dict[str, Any]], Any]
+Function = Callable[[dict[str, Any]], Any]
+
+
+class Numbers:
+    """An engine's functions for its rules' `compute` / `max_amount` expressions (key
+    (rule id, field or "max_amount")), grouped once per rule: `run_stages` looks a fired rule
+    up once, not once per expression. Called as a `NumberEval` (aggregated table rows)."""
+
+    __slots__ = ("effects", "functions")
+
+    def __init__(self, ruleset: Ruleset, functions: Mapping[tuple[str, str], Function]) -> None:
+        self.functions = functions
+        # rule id → ((field, function) per compute, in order; the max_amount function or None)
+        self.effects: dict[str, tuple[tuple[tuple[str, Function], ...], Function | None]] = {}
+        for rule in [*ruleset.rules, *(t.conflict for t in ruleset.tables)]:
+            computes = tuple((k, functions[(rule.id, k)]) for k in rule.compute)
+            cap = None if rule.max_amount is None else functions[(rule.id, "max_amount")]
+            self.effects[rule.id] = (computes, cap)
+
+    def __call__(self, rule: Rule, key: str, env: dict[str, Any]) -> Any:
+        return self.functions[(rule.id, key)](env)
 
 
 def run_stages(
     ruleset: Ruleset,
     facts: dict[str, Any],
     match: Matcher,
-    number: NumberEval,
+    numbers: Numbers,
     *,
     trace: bool = True,
 ) -> Evaluation:
@@ -165,7 +186,7 @@ def run_stages(
     were at the start of the stage. `facts` is the engine's own (normalised) copy: the
     derived fields are added to it.
 
-    `trace=False` (a challenger: its row keeps ids only) builds no trace entries, only their
+    `trace=False` (a challenger: its row keeps rule ids) builds no trace entries, only their
     ids (`Evaluation.fired_ids`): everything else is the same evaluation.
     """
     env = facts
@@ -174,6 +195,7 @@ def run_stages(
     fired_rules: list[Rule] = []
     caps: list[tuple[Any, CapSource]] = []  # in trace order
     tables = ruleset.table_index
+    effects = numbers.effects
     for si, stage in enumerate(ruleset.stages):
         hits = match(si, env)
         new: dict[str, Any] = {}
@@ -184,24 +206,26 @@ def run_stages(
             if sel is not None:
                 hits, passive, aggregated = sel.hits, sel.passive, sel.aggregated
         for rule in hits:
-            if passive and rule.id in passive:
+            rid = rule.id
+            if rid in passive:
                 # traced without effect: a row of a unique conflict, or an aggregated row
                 if not trace:
-                    fired.append(rule.id)
+                    fired.append(rid)
                     continue
                 values = {f: env.get(f) for f in rule.reads}
-                if passive[rule.id] == "aggregated":
-                    t = tables.rows[rule.id][0]  # type: ignore[union-attr]
-                    fired.append(passive_entry(rule, values, True, row_value(t, rule, env, number)))
+                if passive[rid] == "aggregated":
+                    t = tables.rows[rid][0]  # type: ignore[union-attr]
+                    value = row_value(t, rule, env, numbers)
+                    fired.append(passive_entry(rule, values, True, value))
                 else:
                     fired.append(passive_entry(rule, values, False))
                 continue
+            computes, cap_of = effects[rid]
             computed: dict[str, Any] | None = None
-            if rule.compute:
+            if computes:
                 computed = {}
-                for fname in rule.compute:
-                    v = number(rule, fname, env)
-                    computed[fname] = v
+                for fname, function in computes:
+                    v = computed[fname] = function(env)
                     if v is not None and fname not in new:
                         new[fname] = v
             if rule.set:
@@ -209,25 +233,26 @@ def run_stages(
                     if fname not in new:
                         new[fname] = v
             cap = None
-            if rule.max_amount is not None:
-                cap = number(rule, "max_amount", env)
+            if cap_of is not None:
+                cap = cap_of(env)
                 if cap is not None:
                     caps.append((cap, rule))
             if trace:
                 fired.append(fired_entry(rule, {f: env.get(f) for f in rule.reads}, computed, cap))
             else:
-                fired.append(rule.id)
+                fired.append(rid)
             fired_rules.append(rule)
-        for tid, rows in aggregated.items():
-            table = next(t for t in ruleset.tables if t.id == tid)
-            result = aggregate(table, [row_value(table, r, env, number) for r in rows])
-            out = table.outputs[0]
-            if out.kind == "max_amount":
-                if result is not None:
-                    caps.append((result, table))
-            elif result is not None and out.field not in new:
-                new[out.field] = result  # type: ignore[index]
-            fired.append(aggregate_entry(table, rows, result) if trace else table.id)
+        if aggregated:
+            for tid, rows in aggregated.items():
+                table = next(t for t in ruleset.tables if t.id == tid)
+                result = aggregate(table, [row_value(table, r, env, numbers) for r in rows])
+                out = table.outputs[0]
+                if out.kind == "max_amount":
+                    if result is not None:
+                        caps.append((result, table))
+                elif result is not None and out.field not in new:
+                    new[out.field] = result  # type: ignore[index]
+                fired.append(aggregate_entry(table, rows, result) if trace else table.id)
         if new:
             derived.update(new)
             env.update(new)
