@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -151,24 +152,45 @@ NumberEval = Callable[[Rule, str, dict[str, Any]], Any]
 Function = Callable[[dict[str, Any]], Any]
 
 
+Effect = tuple[tuple[tuple[str, Function], ...], tuple[tuple[str, Any], ...], Function | None]
+_ID = operator.attrgetter("id")
+RESOLVED_MAX = 4096  # distinct sets of fired rules whose resolution an engine keeps
+
+
 class Numbers:
     """An engine's functions for its rules' `compute` / `max_amount` expressions (key
-    (rule id, field or "max_amount")), grouped once per rule: `run_stages` looks a fired rule
-    up once, not once per expression. Called as a `NumberEval` (aggregated table rows)."""
+    (rule id, field or "max_amount")), grouped once per rule with what else it does
+    (`effects`), and the outcome resolution of each set of fired rules seen (a pure function
+    of the set: at most RESOLVED_MAX kept). Called as a `NumberEval` (aggregated table rows)."""
 
-    __slots__ = ("effects", "functions")
+    __slots__ = ("_resolved", "effects", "functions", "ruleset")
 
     def __init__(self, ruleset: Ruleset, functions: Mapping[tuple[str, str], Function]) -> None:
+        self.ruleset = ruleset
         self.functions = functions
-        # rule id → ((field, function) per compute, in order; the max_amount function or None)
-        self.effects: dict[str, tuple[tuple[tuple[str, Function], ...], Function | None]] = {}
+        # rule id → ((field, function) per compute; (field, value) per set; max_amount
+        # function or None), or None when the rule does none of these
+        self.effects: dict[str, Effect | None] = {}
         for rule in [*ruleset.rules, *(t.conflict for t in ruleset.tables)]:
             computes = tuple((k, functions[(rule.id, k)]) for k in rule.compute)
+            sets = tuple(rule.set.items())
             cap = None if rule.max_amount is None else functions[(rule.id, "max_amount")]
-            self.effects[rule.id] = (computes, cap)
+            effect = (computes, sets, cap) if computes or sets or cap else None
+            self.effects[rule.id] = effect
+        self._resolved: dict[tuple[str, ...], tuple[str, list[Reason]]] = {}
 
     def __call__(self, rule: Rule, key: str, env: dict[str, Any]) -> Any:
         return self.functions[(rule.id, key)](env)
+
+    def resolve(self, fired_rules: list[Rule]) -> tuple[str, list[Reason]]:
+        """`resolve` on this engine's ruleset, once per distinct set of fired rules."""
+        key = tuple(map(_ID, fired_rules))
+        got = self._resolved.get(key)
+        if got is None:
+            got = resolve(self.ruleset, fired_rules)
+            if len(self._resolved) < RESOLVED_MAX:
+                self._resolved[key] = got
+        return got[0], list(got[1])  # the caller's own list: the kept one is never handed out
 
 
 def run_stages(
@@ -220,23 +242,24 @@ def run_stages(
                 else:
                     fired.append(passive_entry(rule, values, False))
                 continue
-            computes, cap_of = effects[rid]
             computed: dict[str, Any] | None = None
-            if computes:
-                computed = {}
-                for fname, function in computes:
-                    v = computed[fname] = function(env)
-                    if v is not None and fname not in new:
-                        new[fname] = v
-            if rule.set:
-                for fname, v in rule.set.items():
+            cap = None
+            effect = effects[rid]
+            if effect is not None:
+                computes, sets, cap_of = effect
+                if computes:
+                    computed = {}
+                    for fname, function in computes:
+                        v = computed[fname] = function(env)
+                        if v is not None and fname not in new:
+                            new[fname] = v
+                for fname, v in sets:
                     if fname not in new:
                         new[fname] = v
-            cap = None
-            if cap_of is not None:
-                cap = cap_of(env)
-                if cap is not None:
-                    caps.append((cap, rule))
+                if cap_of is not None:
+                    cap = cap_of(env)
+                    if cap is not None:
+                        caps.append((cap, rule))
             if trace:
                 fired.append(fired_entry(rule, {f: env.get(f) for f in rule.reads}, computed, cap))
             else:
@@ -256,7 +279,7 @@ def run_stages(
         if new:
             derived.update(new)
             env.update(new)
-    outcome, reasons = resolve(ruleset, fired_rules)
+    outcome, reasons = numbers.resolve(fired_rules)
     max_amount, capped_by = tightest_cap(caps)
     return Evaluation(
         outcome=outcome,  # type: ignore[arg-type]
