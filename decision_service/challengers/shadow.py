@@ -142,8 +142,10 @@ def challenge(
     snap: Contender, app: Any, decision: Decision, scorer: Callable[[], Scorer] | None
 ) -> dict[str, Any]:
     """One challenger on one decision's facts. Raises nothing it can catch."""
-    model_version = snap.engine.ruleset.model or decision.trace.model.version
-    model_sha256 = "" if snap.engine.ruleset.model else decision.trace.model.sha256
+    own = snap.engine.ruleset.model
+    champion = decision.trace.model
+    model_version = own or champion.version
+    model_sha256 = "" if own else champion.sha256
     try:
         if scorer is None:
             pd = decision.pd  # the champion's facts exactly

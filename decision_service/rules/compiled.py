@@ -184,16 +184,12 @@ class CompiledEngine:
             for key in [*rule.compute, *(["max_amount"] if rule.max_amount else [])]:
                 functions[(rule.id, key)] = namespace[f"num_{i}_{key}"]
 
-        # a plain closure, not a method: run_stages calls it once per stage
-        def match(si: int, env: dict[str, Any]) -> list[Rule]:
-            return stages[si](env)
-
-        self._match, self._numbers = match, Numbers(ruleset, functions)
+        self._matchers, self._numbers = stages, Numbers(ruleset, functions)  # see run_stages
         self._normalise = ruleset.schema.normaliser
 
     def evaluate(self, facts: Mapping[str, Any], *, trace: bool = True) -> Evaluation:
         facts = self._normalise(facts)
-        return run_stages(self.ruleset, facts, self._match, self._numbers, trace=trace)
+        return run_stages(self.ruleset, facts, self._matchers, self._numbers, trace=trace)
 
     def close(self) -> None:
         pass

@@ -29,6 +29,7 @@ and one session per chunk per evaluation. The trace is recomputed from our AST
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import threading
 import weakref
@@ -48,7 +49,7 @@ from decision_service.rules.durable_translation import (
     _RuleCompiler,
     to_json,
 )
-from decision_service.rules.evaluation import Evaluation, Numbers, run_stages
+from decision_service.rules.evaluation import Evaluation, Matcher, Numbers, run_stages
 from decision_service.rules.ruleset import MAX_PRIORITY, Rule, Ruleset
 
 CHUNK_SIZE = 25
@@ -192,12 +193,17 @@ class DurableEngine:
         found.sort(key=lambda r: order[r.id])
         return found
 
+    @property
+    def _matchers(self) -> list[Matcher]:
+        """One matcher per stage (built per call: kept, they would make a cycle via `self`)."""
+        return [functools.partial(self._match, si) for si in range(len(self._stages))]
+
     def evaluate(self, facts: Mapping[str, Any], *, trace: bool = True) -> Evaluation:
         facts = self._schema.normalise(facts)
         with self._lock:
             if self.closed:
                 raise DurableEngineError("this ruleset version has been unloaded")
-            return run_stages(self.ruleset, facts, self._match, self._effects, trace=trace)
+            return run_stages(self.ruleset, facts, self._matchers, self._effects, trace=trace)
 
     def close(self) -> None:
         """Delete the durable rulesets (idempotent)."""

@@ -87,8 +87,8 @@ CapSource = Rule | Table  # a rule (or table row) with `max_amount`, or a table 
 def cap_reason(source: CapSource) -> Reason:
     """The reason a cap gives when it makes an approval smaller than the amount requested."""
     if isinstance(source, Table):
-        return Reason(code=f"TBL-{source.id}", source="rule", text=CAP_TEXT)
-    return Reason(code=source.code, source="rule", text=source.reason or CAP_TEXT)
+        return Reason(f"TBL-{source.id}", "rule", CAP_TEXT)
+    return Reason(source.code, "rule", source.reason or CAP_TEXT)
 
 
 def tightest_cap(caps: Sequence[tuple[Any, CapSource]]) -> tuple[Any, Reason | None]:
@@ -145,8 +145,9 @@ def _clean(x: Any) -> Any:
 
 _NONE: Mapping[str, Any] = {}  # shared, never written: a stage without passive/aggregated rows
 
-# A matcher returns the rules of one stage whose condition is True on `env`, in firing order.
-Matcher = Callable[[int, dict[str, Any]], list[Rule]]
+# A stage's matcher returns the rules of the stage whose condition is True on `env`, in firing
+# order (an engine has one per stage, in stage order).
+Matcher = Callable[[dict[str, Any]], list[Rule]]
 # A number evaluator gives the value of a compute / max_amount expression (None = unknown).
 NumberEval = Callable[[Rule, str, dict[str, Any]], Any]
 Function = Callable[[dict[str, Any]], Any]
@@ -196,7 +197,7 @@ class Numbers:
 def run_stages(
     ruleset: Ruleset,
     facts: dict[str, Any],
-    match: Matcher,
+    matchers: Sequence[Matcher],
     numbers: Numbers,
     *,
     trace: bool = True,
@@ -218,8 +219,8 @@ def run_stages(
     caps: list[tuple[Any, CapSource]] = []  # in trace order
     tables = ruleset.table_index
     effects = numbers.effects
-    for si, stage in enumerate(ruleset.stages):
-        hits = match(si, env)
+    for stage, match in zip(ruleset.stages, matchers, strict=True):
+        hits = match(env)
         new: dict[str, Any] = {}
         passive: Mapping[str, str] = _NONE
         aggregated: Mapping[str, list[Rule]] = _NONE
