@@ -40,7 +40,7 @@ from typing import Any
 import durable_rules_engine as dre
 
 from decision_service.rules import expressions as ex
-from decision_service.rules.compiled import compile_value
+from decision_service.rules.compiled import compile_effects
 from decision_service.rules.durable_translation import (
     MAX_PROPERTIES,
     Synthetic,
@@ -49,7 +49,7 @@ from decision_service.rules.durable_translation import (
     _RuleCompiler,
     to_json,
 )
-from decision_service.rules.evaluation import Evaluation, Matcher, Numbers, run_stages
+from decision_service.rules.evaluation import Evaluation, Matcher, run_stages
 from decision_service.rules.ruleset import MAX_PRIORITY, Rule, Ruleset
 
 CHUNK_SIZE = 25
@@ -103,13 +103,7 @@ class DurableEngine:
         self.definitions: dict[str, dict[str, Any]] = {}  # durable JSON, for inspection
         self.closed = False
         self._order = {r.id: i for i, r in enumerate(ruleset.rules)}
-        self._numbers = {
-            (r.id, key): compile_value(e.node, f"{r.id}.{key}")
-            for r in ruleset.rules
-            for key, e in [*r.compute.items(), ("max_amount", r.max_amount)]
-            if e is not None
-        }
-        self._effects = Numbers(ruleset, self._numbers)
+        self._effects = compile_effects(ruleset)
         tag = f"{ruleset.name}@{ruleset.version}#{next(_ruleset_ids)}"
         try:
             for si, stage in enumerate(ruleset.stages):

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import msgspec
 
 from decision_service.decision import FiredRule, Outcome, Reason
-from decision_service.rules.ruleset import Rule, Ruleset, TestCase
+from decision_service.rules.ruleset import Expr, Rule, Ruleset, TestCase
 from decision_service.rules.tables import (
     CONFLICT_CODE,
     Table,
@@ -150,38 +150,39 @@ _NONE: Mapping[str, Any] = {}  # shared, never written: a stage without passive/
 Matcher = Callable[[dict[str, Any]], list[Rule]]
 # A number evaluator gives the value of a compute / max_amount expression (None = unknown).
 NumberEval = Callable[[Rule, str, dict[str, Any]], Any]
-Function = Callable[[dict[str, Any]], Any]
-
-
-Effect = tuple[tuple[tuple[str, Function], ...], tuple[tuple[str, Any], ...], Function | None]
+# A rule's effect (generated: compiled.effects_source): adds its fields to a stage's new ones
+# on `env`, returns the values of its `number_exprs`.
+EffectFn = Callable[[dict[str, Any], dict[str, Any]], tuple[Any, ...]]
 _ID = operator.attrgetter("id")
 RESOLVED_MAX = 4096  # distinct sets of fired rules whose resolution an engine keeps
 
 
-class Numbers:
-    """An engine's functions for its rules' `compute` / `max_amount` expressions (key
-    (rule id, field or "max_amount")), grouped once per rule with what else it does
-    (`effects`), and the outcome resolution of each set of fired rules seen (a pure function
-    of the set: at most RESOLVED_MAX kept). Called as a `NumberEval` (aggregated table rows)."""
+def number_exprs(rule: Rule) -> list[tuple[str, Expr]]:
+    """A rule's value expressions: its `compute` fields in order, then "max_amount"."""
+    exprs = list(rule.compute.items())
+    if rule.max_amount is not None:
+        exprs.append(("max_amount", rule.max_amount))
+    return exprs
 
-    __slots__ = ("_resolved", "effects", "functions", "ruleset")
 
-    def __init__(self, ruleset: Ruleset, functions: Mapping[tuple[str, str], Function]) -> None:
+class Effects:
+    """What an engine's rules do when they fire: rule id → its `EffectFn` (none for a rule that
+    computes, sets and caps nothing); and the outcome resolution of each distinct set of fired
+    rules seen (pure in the set: at most RESOLVED_MAX kept). Called as a `NumberEval`: one
+    value of a rule (an aggregated table row)."""
+
+    __slots__ = ("_positions", "_resolved", "functions", "ruleset")
+
+    def __init__(self, ruleset: Ruleset, functions: Mapping[str, EffectFn]) -> None:
         self.ruleset = ruleset
         self.functions = functions
-        # rule id → ((field, function) per compute; (field, value) per set; max_amount
-        # function or None), or None when the rule does none of these
-        self.effects: dict[str, Effect | None] = {}
-        for rule in [*ruleset.rules, *(t.conflict for t in ruleset.tables)]:
-            computes = tuple((k, functions[(rule.id, k)]) for k in rule.compute)
-            sets = tuple(rule.set.items())
-            cap = None if rule.max_amount is None else functions[(rule.id, "max_amount")]
-            effect = (computes, sets, cap) if computes or sets or cap else None
-            self.effects[rule.id] = effect
+        self._positions = {
+            r.id: {key: k for k, (key, _) in enumerate(number_exprs(r))} for r in ruleset.rules
+        }
         self._resolved: dict[tuple[str, ...], tuple[str, list[Reason]]] = {}
 
     def __call__(self, rule: Rule, key: str, env: dict[str, Any]) -> Any:
-        return self.functions[(rule.id, key)](env)
+        return self.functions[rule.id](env, {})[self._positions[rule.id][key]]
 
     def resolve(self, fired_rules: list[Rule]) -> tuple[str, list[Reason]]:
         """`resolve` on this engine's ruleset, once per distinct set of fired rules."""
@@ -198,16 +199,17 @@ def run_stages(
     ruleset: Ruleset,
     facts: dict[str, Any],
     matchers: Sequence[Matcher],
-    numbers: Numbers,
+    effects: Effects,
     *,
     trace: bool = True,
 ) -> Evaluation:
     """Evaluate stage by stage: later stages see the fields derived by earlier ones.
 
     Within a stage, when two fired rules derive the same field, the first in firing order
-    (highest priority) wins. Expressions in `compute`/`max_amount` see the facts as they
-    were at the start of the stage. `facts` is the engine's own (normalised) copy: the
-    derived fields are added to it.
+    (highest priority) wins (each rule's `EffectFn` adds only fields not yet in `new`; the
+    hit-policy step decides first which table rows take effect). Expressions in `compute` /
+    `max_amount` see the facts as they were at the start of the stage. `facts` is the
+    engine's own (normalised) copy: the derived fields are added to it.
 
     `trace=False` (a challenger: its row keeps rule ids) builds no trace entries, only their
     ids (`Evaluation.fired_ids`): everything else is the same evaluation.
@@ -218,7 +220,7 @@ def run_stages(
     fired_rules: list[Rule] = []
     caps: list[tuple[Any, CapSource]] = []  # in trace order
     tables = ruleset.table_index
-    effects = numbers.effects
+    functions = effects.functions
     for stage, match in zip(ruleset.stages, matchers, strict=True):
         hits = match(env)
         new: dict[str, Any] = {}
@@ -238,29 +240,22 @@ def run_stages(
                 values = {f: env.get(f) for f in rule.reads}
                 if passive[rid] == "aggregated":
                     t = tables.rows[rid][0]  # type: ignore[union-attr]
-                    value = row_value(t, rule, env, numbers)
+                    value = row_value(t, rule, env, effects)
                     fired.append(passive_entry(rule, values, True, value))
                 else:
                     fired.append(passive_entry(rule, values, False))
                 continue
             computed: dict[str, Any] | None = None
             cap = None
-            effect = effects[rid]
+            effect = functions.get(rid)
             if effect is not None:
-                computes, sets, cap_of = effect
-                if computes:
-                    computed = {}
-                    for fname, function in computes:
-                        v = computed[fname] = function(env)
-                        if v is not None and fname not in new:
-                            new[fname] = v
-                for fname, v in sets:
-                    if fname not in new:
-                        new[fname] = v
-                if cap_of is not None:
-                    cap = cap_of(env)
+                vals = effect(env, new)  # the computes' values, then the cap's
+                if rule.max_amount is not None:
+                    cap = vals[-1]
                     if cap is not None:
                         caps.append((cap, rule))
+                if trace and rule.compute:
+                    computed = dict(zip(rule.compute, vals, strict=False))
             if trace:
                 fired.append(fired_entry(rule, {f: env.get(f) for f in rule.reads}, computed, cap))
             else:
@@ -269,7 +264,7 @@ def run_stages(
         if aggregated:
             for tid, rows in aggregated.items():
                 table = next(t for t in ruleset.tables if t.id == tid)
-                result = aggregate(table, [row_value(table, r, env, numbers) for r in rows])
+                result = aggregate(table, [row_value(table, r, env, effects) for r in rows])
                 out = table.outputs[0]
                 if out.kind == "max_amount":
                     if result is not None:
@@ -280,7 +275,7 @@ def run_stages(
         if new:
             derived.update(new)
             env.update(new)
-    outcome, reasons = numbers.resolve(fired_rules)
+    outcome, reasons = effects.resolve(fired_rules)
     max_amount, capped_by = tightest_cap(caps)
     return Evaluation(
         outcome=outcome,  # type: ignore[arg-type]
