@@ -23,7 +23,7 @@ import msgspec
 import structlog
 
 from decision_service.decision import Decision
-from decision_service.pipeline import approved_amount, evaluate_rules
+from decision_service.pipeline import RuleFacts, approved_amount, evaluate_rules
 from decision_service.rules.evaluation import Engine
 from decision_service.rules.snapshot import RulesetSnapshot
 from decision_service.scoring import Scorer
@@ -139,9 +139,14 @@ def result_row(
 
 
 def challenge(
-    snap: Contender, app: Any, decision: Decision, scorer: Callable[[], Scorer] | None
+    snap: Contender,
+    app: Any,
+    decision: Decision,
+    scorer: Callable[[], Scorer] | None,
+    seen: RuleFacts | None = None,
 ) -> dict[str, Any]:
-    """One challenger on one decision's facts. Raises nothing it can catch."""
+    """One challenger on one decision's facts (`seen`: as the champion's rules saw them, see
+    pipeline.evaluate_rules). Raises nothing it can catch."""
     own = snap.engine.ruleset.model
     champion = decision.trace.model
     model_version = own or champion.version
@@ -153,7 +158,7 @@ def challenge(
             model = scorer()
             model_sha256 = model.card.model_sha256
             pd = model.predict(model.features(app))
-        result = evaluate_rules(app, pd, snap.engine, trace=False)
+        result = evaluate_rules(app, pd, snap.engine, trace=False, seen=seen)
         return result_row(
             snap,
             decision,
@@ -190,7 +195,11 @@ class Shadow:
         return lambda: models.get(version)
 
     def run(
-        self, challengers: tuple[RulesetSnapshot, ...], app: Any, decision: Decision
+        self,
+        challengers: tuple[RulesetSnapshot, ...],
+        app: Any,
+        decision: Decision,
+        seen: RuleFacts | None = None,
     ) -> list[dict[str, Any]]:
         """The rows of every challenger sampled for this decision (none: an empty list)."""
         if not challengers:
@@ -203,7 +212,7 @@ class Shadow:
                     continue
                 if not in_window(snap, now):
                     continue
-                row = challenge(snap, app, decision, self._scorer(snap))
+                row = challenge(snap, app, decision, self._scorer(snap), seen)
             except Exception as exc:  # pragma: no cover - challenge() catches its own
                 row = result_row(snap, decision, "", error=f"{type(exc).__name__}: {exc}")
             self.runs += 1

@@ -225,8 +225,10 @@ class CompiledEngine:
         self._effects = compile_effects(ruleset, self.source)
         self._normalise = ruleset.schema.normaliser
 
-    def evaluate(self, facts: Mapping[str, Any], *, trace: bool = True) -> Evaluation:
-        facts = self._normalise(facts)
+    def evaluate(
+        self, facts: Mapping[str, Any], *, trace: bool = True, normalised: bool = False
+    ) -> Evaluation:
+        facts = dict(facts) if normalised else self._normalise(facts)
         return run_stages(self.ruleset, facts, self._matchers, self._effects, trace=trace)
 
     def close(self) -> None:

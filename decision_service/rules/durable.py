@@ -192,8 +192,10 @@ class DurableEngine:
         """One matcher per stage (built per call: kept, they would make a cycle via `self`)."""
         return [functools.partial(self._match, si) for si in range(len(self._stages))]
 
-    def evaluate(self, facts: Mapping[str, Any], *, trace: bool = True) -> Evaluation:
-        facts = self._schema.normalise(facts)
+    def evaluate(
+        self, facts: Mapping[str, Any], *, trace: bool = True, normalised: bool = False
+    ) -> Evaluation:
+        facts = dict(facts) if normalised else self._schema.normalise(facts)
         with self._lock:
             if self.closed:
                 raise DurableEngineError("this ruleset version has been unloaded")

@@ -43,7 +43,12 @@ class Engine(Protocol):
     name: str
     ruleset: Ruleset
 
-    def evaluate(self, facts: Mapping[str, Any], *, trace: bool = True) -> Evaluation: ...
+    def evaluate(
+        self, facts: Mapping[str, Any], *, trace: bool = True, normalised: bool = False
+    ) -> Evaluation:
+        """`facts` as given (normalised by the ruleset's schema here), or `normalised` already
+        by it (pipeline.evaluate_rules: the champion's facts reused): never written to."""
+        ...
 
     def close(self) -> None: ...
 
