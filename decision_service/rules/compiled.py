@@ -37,24 +37,36 @@ class _Gen:
         if isinstance(n, ex.Field):
             return self.var(n.name)
         if isinstance(n, ex.Neg):
-            t = self.tmp()
-            return f"(None if ({t} := {self.value(n.operand)}) is None else -{t})"
+            g, a = self._operand(n.operand)
+            return f"(None if {g} else -{a})" if g else f"(-{a})"
         if isinstance(n, ex.Arith):
-            a, b, r = self.tmp(), self.tmp(), self.tmp()
-            guard = (
-                f"({a} := {self.value(n.left)}) is None or ({b} := {self.value(n.right)}) is None"
-            )
-            if n.op == "/":
-                guard += f" or {b} == 0"
+            ga, a = self._operand(n.left)
+            gb, b = self._operand(n.right)
+            guards = [g for g in (ga, gb) if g]
+            if n.op == "/" and not (isinstance(n.right, ex.Lit) and n.right.value != 0):
+                guards.append(f"{b} == 0")
+            r = self.tmp()
             # x - x == 0 is False for inf and nan: non-finite results are unknown
-            return f"(None if {guard} else ({r} if ({r} := {a} {n.op} {b}) - {r} == 0 else None))"
+            result = f"({r} if ({r} := {a} {n.op} {b}) - {r} == 0 else None)"
+            return f"(None if {' or '.join(guards)} else {result})" if guards else result
         if isinstance(n, ex.Call):
-            names = [self.tmp() for _ in n.args]
-            guard = " or ".join(
-                f"({t} := {self.value(a)}) is None" for t, a in zip(names, n.args, strict=True)
-            )
-            return f"(None if {guard} else {n.fn}({', '.join(names)}))"
+            args = [self._operand(a) for a in n.args]
+            guards = [g for g, _ in args if g]
+            call = f"{n.fn}({', '.join(e for _, e in args)})"
+            return f"(None if {' or '.join(guards)} else {call})" if guards else call
         raise TypeError(repr(n))
+
+    def _operand(self, n: ex.Node) -> tuple[str, str]:
+        """(guard true when the operand is unknown, '' when it cannot be; its expression) for
+        an operand of arithmetic or a call: a literal or a field is read as it is, anything
+        else once, into a temporary."""
+        if isinstance(n, ex.Lit):
+            return "", repr(n.value)
+        if isinstance(n, ex.Field):
+            v = self.var(n.name)
+            return f"{v} is None", v
+        t = self.tmp()
+        return f"({t} := {self.value(n)}) is None", t
 
     def _known(self, n: ex.Node) -> tuple[str, str]:
         """(guard, expression) for an operand: guard is '' when it cannot be missing."""
