@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -30,6 +31,7 @@ from decision_service.scoring import Scorer
 
 log = structlog.get_logger("decision_service.challengers")
 _encode = msgspec.json.Encoder().encode
+_CODE = operator.attrgetter("code")
 RETRY_S = 30.0  # a model version that failed to load is tried again after this long
 MAX_ERROR = 2000  # characters of an exception's text kept in the row
 
@@ -169,7 +171,7 @@ def challenge(
             risk_band=result.derived.get("risk_band"),
             pd=pd,
             fired=result.ids(),
-            reasons=[r.code for r in result.reasons],
+            reasons=list(map(_CODE, result.reasons)),
         )
     except Exception as exc:  # a challenger never fails a decision: recorded, counted
         text = f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
