@@ -44,12 +44,6 @@ def sampled(decision_id: str, challenger: str, share: float) -> bool:
     return int.from_bytes(digest, "big") < share * 2**64
 
 
-def in_window(snap: RulesetSnapshot, now: float) -> bool:
-    """A challenger runs inside its own [effective_from, effective_to) (unbounded if absent)."""
-    start, end = snap.ruleset.window
-    return start <= now < end
-
-
 class ChallengerModels:
     """Model versions named by challengers: each loaded once and kept warm. A version that
     cannot be loaded is remembered as its error (recorded on each decision, retried on warm).
@@ -187,10 +181,8 @@ class Shadow:
         self.runs = 0
         self.on_error: Callable[[str], None] | None = None  # e.g. a Prometheus counter
 
-    def _scorer(self, snap: RulesetSnapshot) -> Callable[[], Scorer] | None:
-        version = snap.ruleset.model
-        if version is None:
-            return None
+    def _scorer(self, version: str) -> Callable[[], Scorer]:
+        """The model version a challenger names (it has its own pd), loaded on first use."""
         models = self.models
         if models is None:
             return _no_models(version)
@@ -208,13 +200,19 @@ class Shadow:
             return []
         rows: list[dict[str, Any]] = []
         now = time.time()
-        for snap in challengers:
+        for snap in challengers:  # a loop without calls where it can: on every decision
             try:
-                if not sampled(decision.decision_id, snap.name, snap.ruleset.sample):
+                ruleset = snap.ruleset
+                share = ruleset.sample
+                if share < 1.0 and not sampled(decision.decision_id, snap.name, share):
                     continue
-                if not in_window(snap, now):
+                # a challenger runs inside its own [effective_from, effective_to)
+                start, end = ruleset.window  # unbounded: -inf / inf
+                if not start <= now < end:
                     continue
-                row = challenge(snap, app, decision, self._scorer(snap), seen)
+                # None: the champion's pd
+                scorer = None if ruleset.model is None else self._scorer(ruleset.model)
+                row = challenge(snap, app, decision, scorer, seen)
             except Exception as exc:  # pragma: no cover - challenge() catches its own
                 row = result_row(snap, decision, "", error=f"{type(exc).__name__}: {exc}")
             self.runs += 1
