@@ -77,18 +77,15 @@ def approved_amount(outcome: str, amount: float, cap: Any) -> float | None:
     return float(amount if cap is None else min(amount, cap))
 
 
-class RuleFacts:
+class RuleFacts(msgspec.Struct):
     """The facts one decision's rules saw: its application's fields and its pd, normalised by
     the ruleset's schema (before any derived field). `decide` fills it when asked; a challenger
     with the same schema and the same pd reuses it instead of normalising the same facts again
-    (engines evaluate a copy: it is never written to)."""
+    (engines evaluate a copy: it is never written to). A Struct: made on every decision."""
 
-    __slots__ = ("facts", "pd", "schema")
-
-    def __init__(self) -> None:
-        self.facts: dict[str, Any] | None = None
-        self.pd: float | None = None
-        self.schema: Any = None
+    facts: dict[str, Any] | None = None
+    pd: float | None = None
+    schema: Any = None  # the FactSchema that normalised `facts`
 
 
 def evaluate_rules(
