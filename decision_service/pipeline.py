@@ -81,7 +81,7 @@ class RuleFacts(msgspec.Struct):
     """The facts one decision's rules saw: its application's fields and its pd, normalised by
     the ruleset's schema (before any derived field). `decide` fills it when asked; a challenger
     with the same schema and the same pd reuses it instead of normalising the same facts again
-    (engines evaluate a copy: it is never written to). A Struct: made on every decision."""
+    (engines never write to it: run_stages). A Struct: made on every decision."""
 
     facts: dict[str, Any] | None = None
     pd: float | None = None

@@ -240,8 +240,8 @@ class CompiledEngine:
     def evaluate(
         self, facts: Mapping[str, Any], *, trace: bool = True, normalised: bool = False
     ) -> Evaluation:
-        facts = dict(facts) if normalised else self._normalise(facts)
-        return run_stages(self.ruleset, facts, self._matchers, self._effects, trace=trace)
+        env = facts if normalised else self._normalise(facts)
+        return run_stages(self.ruleset, env, self._matchers, self._effects, trace=trace)
 
     def close(self) -> None:
         pass

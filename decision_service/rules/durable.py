@@ -195,11 +195,11 @@ class DurableEngine:
     def evaluate(
         self, facts: Mapping[str, Any], *, trace: bool = True, normalised: bool = False
     ) -> Evaluation:
-        facts = dict(facts) if normalised else self._schema.normalise(facts)
+        env = facts if normalised else self._schema.normalise(facts)
         with self._lock:
             if self.closed:
                 raise DurableEngineError("this ruleset version has been unloaded")
-            return run_stages(self.ruleset, facts, self._matchers, self._effects, trace=trace)
+            return run_stages(self.ruleset, env, self._matchers, self._effects, trace=trace)
 
     def close(self) -> None:
         """Delete the durable rulesets (idempotent)."""

@@ -152,12 +152,12 @@ _NONE: Mapping[str, Any] = {}  # shared, never written: a stage without passive/
 
 # A stage's matcher returns the rules of the stage whose condition is True on `env`, in firing
 # order (an engine has one per stage, in stage order).
-Matcher = Callable[[dict[str, Any]], list[Rule]]
+Matcher = Callable[[Mapping[str, Any]], list[Rule]]
 # A number evaluator gives the value of a compute / max_amount expression (None = unknown).
 NumberEval = Callable[[Rule, str, dict[str, Any]], Any]
 # A rule's effect (generated: compiled.effects_source): adds its fields to a stage's new ones
 # on `env`, returns the values of its `number_exprs`.
-EffectFn = Callable[[dict[str, Any], dict[str, Any]], tuple[Any, ...]]
+EffectFn = Callable[[Mapping[str, Any], dict[str, Any]], tuple[Any, ...]]
 _ID = operator.attrgetter("id")
 RESOLVED_MAX = 4096  # distinct sets of fired rules whose resolution an engine keeps
 
@@ -202,7 +202,7 @@ class Effects:
 
 def run_stages(
     ruleset: Ruleset,
-    facts: dict[str, Any],
+    facts: Mapping[str, Any],
     matchers: Sequence[Matcher],
     effects: Effects,
     *,
@@ -213,8 +213,9 @@ def run_stages(
     Within a stage, when two fired rules derive the same field, the first in firing order
     (highest priority) wins (each rule's `EffectFn` adds only fields not yet in `new`; the
     hit-policy step decides first which table rows take effect). Expressions in `compute` /
-    `max_amount` see the facts as they were at the start of the stage. `facts` is the
-    engine's own (normalised) copy: the derived fields are added to it.
+    `max_amount` see the facts as they were at the start of the stage. `facts` (normalised)
+    is never written to: a stage after one that derived fields sees a new dict (so that the
+    facts a champion's rules saw can be a challenger's, pipeline.RuleFacts).
 
     `trace=False` (a challenger: its row keeps rule ids) builds no trace entries, only their
     ids (`Evaluation.fired_ids`): everything else is the same evaluation.
@@ -226,7 +227,8 @@ def run_stages(
     caps: list[tuple[Any, CapSource]] = []  # in trace order
     tables = ruleset.table_index
     functions = effects.functions
-    for stage, match in zip(ruleset.stages, matchers, strict=True):
+    last = len(matchers) - 1
+    for si, (stage, match) in enumerate(zip(ruleset.stages, matchers, strict=True)):
         hits = match(env)
         new: dict[str, Any] = {}
         passive: Mapping[str, str] = _NONE
@@ -279,7 +281,8 @@ def run_stages(
                 fired.append(aggregate_entry(table, rows, result) if trace else table.id)
         if new:
             derived.update(new)
-            env.update(new)
+            if si < last:  # no stage after the last: nothing reads env
+                env = {**env, **new}
     outcome, reasons = effects.resolve(fired_rules)
     max_amount, capped_by = tightest_cap(caps)
     return Evaluation(

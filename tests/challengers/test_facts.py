@@ -48,7 +48,7 @@ def test_the_champions_facts_are_reused_and_never_written(tmp_path):
             assert seen.pd == decision.pd and seen.schema is snap.engine.ruleset.schema
             kept = dict(seen.facts)
             rows = svc.deciding._challenge(one, decision)
-            assert seen.facts == kept  # the engines evaluated copies
+            assert seen.facts == kept  # never written to (run_stages)
             assert rows == [challenge(snap, one.app, decision, None)]  # = from scratch
             # what the challenger evaluated are the kept facts themselves: change them, and
             # the row changes (a decline for adverse records at a high pd)
