@@ -28,7 +28,7 @@ from decision_service.audit import AuditStore, AuditUnavailable, Claim, KeyTaken
 from decision_service.audit.idempotency import Stored
 from decision_service.challengers.shadow import Shadow
 from decision_service.decision import Decision
-from decision_service.pipeline import Versions, decide, versions
+from decision_service.pipeline import RuleFacts, Versions, decide, versions
 from decision_service.rules.registry import RuleRegistry, Snapshot
 from decision_service.scoring import Scorer
 from decision_service.scoring.registry import ModelRegistry
@@ -53,6 +53,7 @@ class Ask:
     explain: bool = False  # model reasons on approvals too
     trace_id: str | None = None
     timings_us: dict[str, int] | None = None  # filled per stage by the pipeline
+    facts: RuleFacts | None = None  # the facts the champion's rules saw, for the challengers
 
 
 @dataclass(slots=True)
@@ -137,8 +138,10 @@ class Deciding:
         explain: bool = False,
         trace_id: str | None = None,
         timings_us: dict[str, int] | None = None,
+        seen: RuleFacts | None = None,
     ) -> Decision:
-        """A decision on the active snapshot with a new id and the clock; not recorded."""
+        """A decision on the active snapshot with a new id and the clock; not recorded.
+        `seen`: filled with the facts its rules saw (pipeline.RuleFacts)."""
         snap = self.rules.active()  # held for the whole decision, whatever reloads meanwhile
         scorer = self.models.active()  # likewise, whatever the registry switches meanwhile
         return decide(
@@ -151,11 +154,18 @@ class Deciding:
             decided_at=utc_now(),
             trace_id=trace_id,
             timings_us=timings_us,
+            seen=seen,
         )
 
     def _decide(self, one: Ask) -> Decision:
+        # the challengers see the same facts (_challenge): kept for them, per decision
+        one.facts = RuleFacts() if self.shadow is not None and self.rules.challengers() else None
         return self.decide(
-            one.app, explain=one.explain, trace_id=one.trace_id, timings_us=one.timings_us
+            one.app,
+            explain=one.explain,
+            trace_id=one.trace_id,
+            timings_us=one.timings_us,
+            seen=one.facts,
         )
 
     # -- challengers: a separate step AFTER the champion's decision, which it never changes --
@@ -171,7 +181,7 @@ class Deciding:
         try:
             for snap in challengers:  # replay needs each challenger's text (kept once)
                 self.rulesets.remember(snap)
-            return shadow.run(challengers, one.app, decision)
+            return shadow.run(challengers, one.app, decision, one.facts)
         except Exception as exc:  # e.g. the store cannot keep a text now: record none
             shadow.errors += 1
             log.warning("challengers_skipped", decision_id=decision.decision_id, error=str(exc))

@@ -77,12 +77,33 @@ def approved_amount(outcome: str, amount: float, cap: Any) -> float | None:
     return float(amount if cap is None else min(amount, cap))
 
 
-def evaluate_rules(app: Any, pd: float, engine: Engine, *, trace: bool = True) -> Evaluation:
+class RuleFacts(msgspec.Struct):
+    """The facts one decision's rules saw: its application's fields and its pd, normalised by
+    the ruleset's schema (before any derived field). `decide` fills it when asked; a challenger
+    with the same schema and the same pd reuses it instead of normalising the same facts again
+    (engines never write to it: run_stages). A Struct: made on every decision."""
+
+    facts: dict[str, Any] | None = None
+    pd: float | None = None
+    schema: Any = None  # the FactSchema that normalised `facts`
+
+
+def evaluate_rules(
+    app: Any, pd: float, engine: Engine, *, trace: bool = True, seen: RuleFacts | None = None
+) -> Evaluation:
     """The rules on an application's facts (its fields and its pd): the champion's evaluation,
-    and each challenger's on the same facts (without the trace: its row keeps rule ids)."""
+    and each challenger's on the same facts (without the trace: its row keeps rule ids).
+    `seen`: the facts are kept there, or taken from there when they were kept for this pd and
+    this engine's schema (a challenger after the champion)."""
+    schema = engine.ruleset.schema
+    if seen is not None and seen.facts is not None and seen.schema is schema and seen.pd == pd:
+        return engine.evaluate(seen.facts, trace=trace, normalised=True)
     facts = msgspec.structs.asdict(app)
     facts["pd"] = pd
-    return engine.evaluate(facts, trace=trace)
+    if seen is None:
+        return engine.evaluate(facts, trace=trace)
+    seen.facts, seen.pd, seen.schema = schema.normaliser(facts), pd, schema
+    return engine.evaluate(seen.facts, trace=trace, normalised=True)
 
 
 def assemble(
@@ -126,14 +147,16 @@ def decide(
     decided_at: str,
     trace_id: str | None = None,
     timings_us: dict[str, int] | None = None,
+    seen: RuleFacts | None = None,
 ) -> Decision:
-    """Decide one validated application. `explain`: compute model reasons even on approval."""
+    """Decide one validated application. `explain`: compute model reasons even on approval.
+    `seen`: filled with the facts the rules saw (for the challengers: `evaluate_rules`)."""
     timings = {} if timings_us is None else timings_us
     t0 = perf_counter_ns()
     row = scorer.features(app)
     pd = scorer.predict(row)
     t1 = perf_counter_ns()
-    result = evaluate_rules(app, pd, engine)
+    result = evaluate_rules(app, pd, engine, seen=seen)
     t2 = perf_counter_ns()
     model: list[Reason] = []
     if needs_model_reasons(result.outcome, explain):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,13 +24,14 @@ import msgspec
 import structlog
 
 from decision_service.decision import Decision
-from decision_service.pipeline import approved_amount, evaluate_rules
+from decision_service.pipeline import RuleFacts, approved_amount, evaluate_rules
 from decision_service.rules.evaluation import Engine
 from decision_service.rules.snapshot import RulesetSnapshot
 from decision_service.scoring import Scorer
 
 log = structlog.get_logger("decision_service.challengers")
 _encode = msgspec.json.Encoder().encode
+_CODE = operator.attrgetter("code")
 RETRY_S = 30.0  # a model version that failed to load is tried again after this long
 MAX_ERROR = 2000  # characters of an exception's text kept in the row
 
@@ -40,12 +42,6 @@ def sampled(decision_id: str, challenger: str, share: float) -> bool:
         return True
     digest = hashlib.blake2b(f"{challenger}\0{decision_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") < share * 2**64
-
-
-def in_window(snap: RulesetSnapshot, now: float) -> bool:
-    """A challenger runs inside its own [effective_from, effective_to) (unbounded if absent)."""
-    start, end = snap.ruleset.window
-    return start <= now < end
 
 
 class ChallengerModels:
@@ -139,11 +135,18 @@ def result_row(
 
 
 def challenge(
-    snap: Contender, app: Any, decision: Decision, scorer: Callable[[], Scorer] | None
+    snap: Contender,
+    app: Any,
+    decision: Decision,
+    scorer: Callable[[], Scorer] | None,
+    seen: RuleFacts | None = None,
 ) -> dict[str, Any]:
-    """One challenger on one decision's facts. Raises nothing it can catch."""
-    model_version = snap.engine.ruleset.model or decision.trace.model.version
-    model_sha256 = "" if snap.engine.ruleset.model else decision.trace.model.sha256
+    """One challenger on one decision's facts (`seen`: as the champion's rules saw them, see
+    pipeline.evaluate_rules). Raises nothing it can catch."""
+    own = snap.engine.ruleset.model
+    champion = decision.trace.model
+    model_version = own or champion.version
+    model_sha256 = "" if own else champion.sha256
     try:
         if scorer is None:
             pd = decision.pd  # the champion's facts exactly
@@ -151,7 +154,7 @@ def challenge(
             model = scorer()
             model_sha256 = model.card.model_sha256
             pd = model.predict(model.features(app))
-        result = evaluate_rules(app, pd, snap.engine, trace=False)
+        result = evaluate_rules(app, pd, snap.engine, trace=False, seen=seen)
         return result_row(
             snap,
             decision,
@@ -162,7 +165,7 @@ def challenge(
             risk_band=result.derived.get("risk_band"),
             pd=pd,
             fired=result.ids(),
-            reasons=[r.code for r in result.reasons],
+            reasons=list(map(_CODE, result.reasons)),
         )
     except Exception as exc:  # a challenger never fails a decision: recorded, counted
         text = f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
@@ -178,30 +181,38 @@ class Shadow:
         self.runs = 0
         self.on_error: Callable[[str], None] | None = None  # e.g. a Prometheus counter
 
-    def _scorer(self, snap: RulesetSnapshot) -> Callable[[], Scorer] | None:
-        version = snap.ruleset.model
-        if version is None:
-            return None
+    def _scorer(self, version: str) -> Callable[[], Scorer]:
+        """The model version a challenger names (it has its own pd), loaded on first use."""
         models = self.models
         if models is None:
             return _no_models(version)
         return lambda: models.get(version)
 
     def run(
-        self, challengers: tuple[RulesetSnapshot, ...], app: Any, decision: Decision
+        self,
+        challengers: tuple[RulesetSnapshot, ...],
+        app: Any,
+        decision: Decision,
+        seen: RuleFacts | None = None,
     ) -> list[dict[str, Any]]:
         """The rows of every challenger sampled for this decision (none: an empty list)."""
         if not challengers:
             return []
         rows: list[dict[str, Any]] = []
         now = time.time()
-        for snap in challengers:
+        for snap in challengers:  # a loop without calls where it can: on every decision
             try:
-                if not sampled(decision.decision_id, snap.name, snap.ruleset.sample):
+                ruleset = snap.ruleset
+                share = ruleset.sample
+                if share < 1.0 and not sampled(decision.decision_id, snap.name, share):
                     continue
-                if not in_window(snap, now):
+                # a challenger runs inside its own [effective_from, effective_to)
+                start, end = ruleset.window  # unbounded: -inf / inf
+                if not start <= now < end:
                     continue
-                row = challenge(snap, app, decision, self._scorer(snap))
+                # None: the champion's pd
+                scorer = None if ruleset.model is None else self._scorer(ruleset.model)
+                row = challenge(snap, app, decision, scorer, seen)
             except Exception as exc:  # pragma: no cover - challenge() catches its own
                 row = result_row(snap, decision, "", error=f"{type(exc).__name__}: {exc}")
             self.runs += 1

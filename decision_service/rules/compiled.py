@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from decision_service.rules import expressions as ex
-from decision_service.rules.evaluation import Evaluation, run_stages
+from decision_service.rules.evaluation import Effects, Evaluation, number_exprs, run_stages
 from decision_service.rules.ruleset import Rule, Ruleset
 
 
@@ -37,24 +37,36 @@ class _Gen:
         if isinstance(n, ex.Field):
             return self.var(n.name)
         if isinstance(n, ex.Neg):
-            t = self.tmp()
-            return f"(None if ({t} := {self.value(n.operand)}) is None else -{t})"
+            g, a = self._operand(n.operand)
+            return f"(None if {g} else -{a})" if g else f"(-{a})"
         if isinstance(n, ex.Arith):
-            a, b, r = self.tmp(), self.tmp(), self.tmp()
-            guard = (
-                f"({a} := {self.value(n.left)}) is None or ({b} := {self.value(n.right)}) is None"
-            )
-            if n.op == "/":
-                guard += f" or {b} == 0"
+            ga, a = self._operand(n.left)
+            gb, b = self._operand(n.right)
+            guards = [g for g in (ga, gb) if g]
+            if n.op == "/" and not (isinstance(n.right, ex.Lit) and n.right.value != 0):
+                guards.append(f"{b} == 0")
+            r = self.tmp()
             # x - x == 0 is False for inf and nan: non-finite results are unknown
-            return f"(None if {guard} else ({r} if ({r} := {a} {n.op} {b}) - {r} == 0 else None))"
+            result = f"({r} if ({r} := {a} {n.op} {b}) - {r} == 0 else None)"
+            return f"(None if {' or '.join(guards)} else {result})" if guards else result
         if isinstance(n, ex.Call):
-            names = [self.tmp() for _ in n.args]
-            guard = " or ".join(
-                f"({t} := {self.value(a)}) is None" for t, a in zip(names, n.args, strict=True)
-            )
-            return f"(None if {guard} else {n.fn}({', '.join(names)}))"
+            args = [self._operand(a) for a in n.args]
+            guards = [g for g, _ in args if g]
+            call = f"{n.fn}({', '.join(e for _, e in args)})"
+            return f"(None if {' or '.join(guards)} else {call})" if guards else call
         raise TypeError(repr(n))
+
+    def _operand(self, n: ex.Node) -> tuple[str, str]:
+        """(guard true when the operand is unknown, '' when it cannot be; its expression) for
+        an operand of arithmetic or a call: a literal or a field is read as it is, anything
+        else once, into a temporary."""
+        if isinstance(n, ex.Lit):
+            return "", repr(n.value)
+        if isinstance(n, ex.Field):
+            v = self.var(n.name)
+            return f"{v} is None", v
+        t = self.tmp()
+        return f"({t} := {self.value(n)}) is None", t
 
     def _known(self, n: ex.Node) -> tuple[str, str]:
         """(guard, expression) for an operand: guard is '' when it cannot be missing."""
@@ -115,14 +127,17 @@ def _ifs(rules: list[tuple[int, Rule]], gen: _Gen) -> list[str]:
 
 
 def _function(name: str, body: list[str], gen: _Gen, extra: str = "") -> list[str]:
-    lines = [f"def {name}(f{', ' + extra if extra else ''}):", "    g = f.get"]
+    lines = [f"def {name}(f{', ' + extra if extra else ''}):"]
+    if gen.fields:
+        lines.append("    g = f.get")
     lines += [f"    v_{fname} = g({fname!r})" for fname in gen.fields]
     lines += ["    " + b for b in body]
     return lines
 
 
 def generate_source(ruleset: Ruleset) -> str:
-    """Python source for a ruleset: `stage_<i>(facts) -> [rules]`, `num_<k>(facts) -> value`."""
+    """Python source for a ruleset: `stage_<i>(facts) -> [rules]`, and `effect_<k>` per rule
+    that computes, sets or caps (`effects_source`)."""
     out: list[str] = []
     for si, stage in enumerate(ruleset.stages):
         # not rules.index(): O(n²) at 10,000 rules
@@ -144,16 +159,58 @@ def generate_source(ruleset: Ruleset) -> str:
             body = _ifs(part, gen)
             out += _function(f"stage_{si}_p{k}", body, gen, extra="hits")
             out.append("")
-    for i, rule in enumerate(ruleset.rules):
-        exprs = dict(rule.compute)
-        if rule.max_amount is not None:
-            exprs["max_amount"] = rule.max_amount
-        for key, e in exprs.items():
-            gen = _Gen()
-            body = [f"return {gen.value(e.node)}"]
-            out += _function(f"num_{i}_{key}", body, gen)
-            out.append("")
+    out += effects_source(ruleset)
     return "\n".join(out)
+
+
+def effects_source(ruleset: Ruleset) -> list[str]:
+    """`effect_<k>(facts, new) -> values` for each rule k that computes, sets or caps: the
+    rule's effect on a stage's `new` fields (evaluation.run_stages), the one definition both
+    engines run. A computed field is added unless unknown (None) or already in `new` (an
+    earlier rule of the stage won it), then each `set` field unless already in `new`; it
+    returns the values of the rule's `number_exprs` (its computes, then its cap)."""
+    out: list[str] = []
+    for i, rule in enumerate(ruleset.rules):
+        exprs = number_exprs(rule)
+        if not exprs and not rule.set:
+            continue
+        gen = _Gen()
+        body: list[str] = []
+        for k, (key, e) in enumerate(exprs):
+            body.append(f"c{k} = {gen.value(e.node)}")
+            if key in rule.compute:
+                body += [f"if c{k} is not None and {key!r} not in new:", f"    new[{key!r}] = c{k}"]
+        for j, key in enumerate(rule.set):  # the values are the rule's own (SETS), not source
+            body += [f"if {key!r} not in new:", f"    new[{key!r}] = SETS[{i}][{j}]"]
+        body.append("return (" + "".join(f"c{k}, " for k in range(len(exprs))) + ")")
+        out += _function(f"effect_{i}", body, gen, extra="new")
+        out.append("")
+    return out
+
+
+def compile_effects(ruleset: Ruleset, source: str | None = None) -> Effects:
+    """A ruleset's `Effects`, from `effects_source` (or from the blocks of `source` that
+    define them: a compiled engine's whole source)."""
+    namespace = _namespace(ruleset)
+    label = f"<rules {ruleset.name} {ruleset.version}>"
+    blocks = "\n".join(effects_source(ruleset)) if source is None else source
+    for block in blocks.split("\n\n"):
+        if block.startswith("def effect_"):
+            exec(compile(block, label, "exec"), namespace)  # generated from a validated AST
+    functions = {
+        rule.id: namespace[f"effect_{i}"]
+        for i, rule in enumerate(ruleset.rules)
+        if f"effect_{i}" in namespace
+    }
+    return Effects(ruleset, functions)
+
+
+def _namespace(ruleset: Ruleset) -> dict[str, Any]:
+    return {
+        "RULES": ruleset.rules,
+        "SETS": tuple(tuple(r.set.values()) for r in ruleset.rules),
+        "__builtins__": {"min": min, "max": max},
+    }
 
 
 def compile_value(node: ex.Node, label: str = "value") -> Callable[[Mapping[str, Any]], Any]:
@@ -171,32 +228,20 @@ class CompiledEngine:
     def __init__(self, ruleset: Ruleset) -> None:
         self.ruleset = ruleset
         self.source = generate_source(ruleset)
-        namespace: dict[str, Any] = {
-            "RULES": ruleset.rules,
-            "__builtins__": {"min": min, "max": max},
-        }
+        namespace = _namespace(ruleset)
         label = f"<rules {ruleset.name} {ruleset.version}>"
         for block in self.source.split("\n\n"):  # one function at a time (see STAGE_PART)
-            exec(compile(block, label, "exec"), namespace)  # generated from a validated AST
-        stages = [namespace[f"stage_{si}"] for si in range(len(ruleset.stages))]
-        numbers: dict[str, dict[str, Callable[[dict[str, Any]], Any]]] = {}
-        for i, rule in enumerate(ruleset.rules):
-            for key in [*rule.compute, *(["max_amount"] if rule.max_amount else [])]:
-                numbers.setdefault(rule.id, {})[key] = namespace[f"num_{i}_{key}"]
-
-        # plain closures, not methods: run_stages calls them several times per decision
-        def match(si: int, env: dict[str, Any]) -> list[Rule]:
-            return stages[si](env)
-
-        def number(rule: Rule, key: str, env: dict[str, Any]) -> Any:
-            return numbers[rule.id][key](env)
-
-        self._match, self._number = match, number
+            if not block.startswith("def effect_"):  # those: compile_effects
+                exec(compile(block, label, "exec"), namespace)  # generated from a validated AST
+        self._matchers = [namespace[f"stage_{si}"] for si in range(len(ruleset.stages))]
+        self._effects = compile_effects(ruleset, self.source)
         self._normalise = ruleset.schema.normaliser
 
-    def evaluate(self, facts: Mapping[str, Any], *, trace: bool = True) -> Evaluation:
-        facts = self._normalise(facts)
-        return run_stages(self.ruleset, facts, self._match, self._number, trace=trace)
+    def evaluate(
+        self, facts: Mapping[str, Any], *, trace: bool = True, normalised: bool = False
+    ) -> Evaluation:
+        env = facts if normalised else self._normalise(facts)
+        return run_stages(self.ruleset, env, self._matchers, self._effects, trace=trace)
 
     def close(self) -> None:
         pass

@@ -29,6 +29,7 @@ and one session per chunk per evaluation. The trace is recomputed from our AST
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import threading
 import weakref
@@ -39,7 +40,7 @@ from typing import Any
 import durable_rules_engine as dre
 
 from decision_service.rules import expressions as ex
-from decision_service.rules.compiled import compile_value
+from decision_service.rules.compiled import compile_effects
 from decision_service.rules.durable_translation import (
     MAX_PROPERTIES,
     Synthetic,
@@ -48,7 +49,7 @@ from decision_service.rules.durable_translation import (
     _RuleCompiler,
     to_json,
 )
-from decision_service.rules.evaluation import Evaluation, run_stages
+from decision_service.rules.evaluation import Evaluation, Matcher, run_stages
 from decision_service.rules.ruleset import MAX_PRIORITY, Rule, Ruleset
 
 CHUNK_SIZE = 25
@@ -102,12 +103,7 @@ class DurableEngine:
         self.definitions: dict[str, dict[str, Any]] = {}  # durable JSON, for inspection
         self.closed = False
         self._order = {r.id: i for i, r in enumerate(ruleset.rules)}
-        self._numbers = {
-            (r.id, key): compile_value(e.node, f"{r.id}.{key}")
-            for r in ruleset.rules
-            for key, e in [*r.compute.items(), ("max_amount", r.max_amount)]
-            if e is not None
-        }
+        self._effects = compile_effects(ruleset)
         tag = f"{ruleset.name}@{ruleset.version}#{next(_ruleset_ids)}"
         try:
             for si, stage in enumerate(ruleset.stages):
@@ -191,15 +187,19 @@ class DurableEngine:
         found.sort(key=lambda r: order[r.id])
         return found
 
-    def _number(self, rule: Rule, key: str, env: dict[str, Any]) -> Any:
-        return self._numbers[(rule.id, key)](env)
+    @property
+    def _matchers(self) -> list[Matcher]:
+        """One matcher per stage (built per call: kept, they would make a cycle via `self`)."""
+        return [functools.partial(self._match, si) for si in range(len(self._stages))]
 
-    def evaluate(self, facts: Mapping[str, Any], *, trace: bool = True) -> Evaluation:
-        facts = self._schema.normalise(facts)
+    def evaluate(
+        self, facts: Mapping[str, Any], *, trace: bool = True, normalised: bool = False
+    ) -> Evaluation:
+        env = facts if normalised else self._schema.normalise(facts)
         with self._lock:
             if self.closed:
                 raise DurableEngineError("this ruleset version has been unloaded")
-            return run_stages(self.ruleset, facts, self._match, self._number, trace=trace)
+            return run_stages(self.ruleset, env, self._matchers, self._effects, trace=trace)
 
     def close(self) -> None:
         """Delete the durable rulesets (idempotent)."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import msgspec
 
 from decision_service.decision import FiredRule, Outcome, Reason
-from decision_service.rules.ruleset import Rule, Ruleset, TestCase
+from decision_service.rules.ruleset import Expr, Rule, Ruleset, TestCase
 from decision_service.rules.tables import (
     CONFLICT_CODE,
     Table,
@@ -42,7 +43,12 @@ class Engine(Protocol):
     name: str
     ruleset: Ruleset
 
-    def evaluate(self, facts: Mapping[str, Any], *, trace: bool = True) -> Evaluation: ...
+    def evaluate(
+        self, facts: Mapping[str, Any], *, trace: bool = True, normalised: bool = False
+    ) -> Evaluation:
+        """`facts` as given (normalised by the ruleset's schema here), or `normalised` already
+        by it (pipeline.evaluate_rules: the champion's facts reused): never written to."""
+        ...
 
     def close(self) -> None: ...
 
@@ -86,8 +92,8 @@ CapSource = Rule | Table  # a rule (or table row) with `max_amount`, or a table 
 def cap_reason(source: CapSource) -> Reason:
     """The reason a cap gives when it makes an approval smaller than the amount requested."""
     if isinstance(source, Table):
-        return Reason(code=f"TBL-{source.id}", source="rule", text=CAP_TEXT)
-    return Reason(code=source.code, source="rule", text=source.reason or CAP_TEXT)
+        return Reason(f"TBL-{source.id}", "rule", CAP_TEXT)
+    return Reason(source.code, "rule", source.reason or CAP_TEXT)
 
 
 def tightest_cap(caps: Sequence[tuple[Any, CapSource]]) -> tuple[Any, Reason | None]:
@@ -144,28 +150,74 @@ def _clean(x: Any) -> Any:
 
 _NONE: Mapping[str, Any] = {}  # shared, never written: a stage without passive/aggregated rows
 
-# A matcher returns the rules of one stage whose condition is True on `env`, in firing order.
-Matcher = Callable[[int, dict[str, Any]], list[Rule]]
+# A stage's matcher returns the rules of the stage whose condition is True on `env`, in firing
+# order (an engine has one per stage, in stage order).
+Matcher = Callable[[Mapping[str, Any]], list[Rule]]
 # A number evaluator gives the value of a compute / max_amount expression (None = unknown).
 NumberEval = Callable[[Rule, str, dict[str, Any]], Any]
+# A rule's effect (generated: compiled.effects_source): adds its fields to a stage's new ones
+# on `env`, returns the values of its `number_exprs`.
+EffectFn = Callable[[Mapping[str, Any], dict[str, Any]], tuple[Any, ...]]
+_ID = operator.attrgetter("id")
+RESOLVED_MAX = 4096  # distinct sets of fired rules whose resolution an engine keeps
+
+
+def number_exprs(rule: Rule) -> list[tuple[str, Expr]]:
+    """A rule's value expressions: its `compute` fields in order, then "max_amount"."""
+    exprs = list(rule.compute.items())
+    if rule.max_amount is not None:
+        exprs.append(("max_amount", rule.max_amount))
+    return exprs
+
+
+class Effects:
+    """What an engine's rules do when they fire: rule id → its `EffectFn` (none for a rule that
+    computes, sets and caps nothing); and the outcome resolution of each distinct set of fired
+    rules seen (pure in the set: at most RESOLVED_MAX kept). Called as a `NumberEval`: one
+    value of a rule (an aggregated table row)."""
+
+    __slots__ = ("_positions", "_resolved", "functions", "ruleset")
+
+    def __init__(self, ruleset: Ruleset, functions: Mapping[str, EffectFn]) -> None:
+        self.ruleset = ruleset
+        self.functions = functions
+        self._positions = {
+            r.id: {key: k for k, (key, _) in enumerate(number_exprs(r))} for r in ruleset.rules
+        }
+        self._resolved: dict[tuple[str, ...], tuple[str, list[Reason]]] = {}
+
+    def __call__(self, rule: Rule, key: str, env: dict[str, Any]) -> Any:
+        return self.functions[rule.id](env, {})[self._positions[rule.id][key]]
+
+    def resolve(self, fired_rules: list[Rule]) -> tuple[str, list[Reason]]:
+        """`resolve` on this engine's ruleset, once per distinct set of fired rules."""
+        key = tuple(map(_ID, fired_rules))
+        got = self._resolved.get(key)
+        if got is None:
+            got = resolve(self.ruleset, fired_rules)
+            if len(self._resolved) < RESOLVED_MAX:
+                self._resolved[key] = got
+        return got[0], list(got[1])  # the caller's own list: the kept one is never handed out
 
 
 def run_stages(
     ruleset: Ruleset,
-    facts: dict[str, Any],
-    match: Matcher,
-    number: NumberEval,
+    facts: Mapping[str, Any],
+    matchers: Sequence[Matcher],
+    effects: Effects,
     *,
     trace: bool = True,
 ) -> Evaluation:
     """Evaluate stage by stage: later stages see the fields derived by earlier ones.
 
     Within a stage, when two fired rules derive the same field, the first in firing order
-    (highest priority) wins. Expressions in `compute`/`max_amount` see the facts as they
-    were at the start of the stage. `facts` is the engine's own (normalised) copy: the
-    derived fields are added to it.
+    (highest priority) wins (each rule's `EffectFn` adds only fields not yet in `new`; the
+    hit-policy step decides first which table rows take effect). Expressions in `compute` /
+    `max_amount` see the facts as they were at the start of the stage. `facts` (normalised)
+    is never written to: a stage after one that derived fields sees a new dict (so that the
+    facts a champion's rules saw can be a challenger's, pipeline.RuleFacts).
 
-    `trace=False` (a challenger: its row keeps ids only) builds no trace entries, only their
+    `trace=False` (a challenger: its row keeps rule ids) builds no trace entries, only their
     ids (`Evaluation.fired_ids`): everything else is the same evaluation.
     """
     env = facts
@@ -174,8 +226,10 @@ def run_stages(
     fired_rules: list[Rule] = []
     caps: list[tuple[Any, CapSource]] = []  # in trace order
     tables = ruleset.table_index
-    for si, stage in enumerate(ruleset.stages):
-        hits = match(si, env)
+    functions = effects.functions
+    last = len(matchers) - 1
+    for si, (stage, match) in enumerate(zip(ruleset.stages, matchers, strict=True)):
+        hits = match(env)
         new: dict[str, Any] = {}
         passive: Mapping[str, str] = _NONE
         aggregated: Mapping[str, list[Rule]] = _NONE
@@ -184,54 +238,52 @@ def run_stages(
             if sel is not None:
                 hits, passive, aggregated = sel.hits, sel.passive, sel.aggregated
         for rule in hits:
-            if passive and rule.id in passive:
+            rid = rule.id
+            if rid in passive:
                 # traced without effect: a row of a unique conflict, or an aggregated row
                 if not trace:
-                    fired.append(rule.id)
+                    fired.append(rid)
                     continue
                 values = {f: env.get(f) for f in rule.reads}
-                if passive[rule.id] == "aggregated":
-                    t = tables.rows[rule.id][0]  # type: ignore[union-attr]
-                    fired.append(passive_entry(rule, values, True, row_value(t, rule, env, number)))
+                if passive[rid] == "aggregated":
+                    t = tables.rows[rid][0]  # type: ignore[union-attr]
+                    value = row_value(t, rule, env, effects)
+                    fired.append(passive_entry(rule, values, True, value))
                 else:
                     fired.append(passive_entry(rule, values, False))
                 continue
             computed: dict[str, Any] | None = None
-            if rule.compute:
-                computed = {}
-                for fname in rule.compute:
-                    v = number(rule, fname, env)
-                    computed[fname] = v
-                    if v is not None and fname not in new:
-                        new[fname] = v
-            if rule.set:
-                for fname, v in rule.set.items():
-                    if fname not in new:
-                        new[fname] = v
             cap = None
-            if rule.max_amount is not None:
-                cap = number(rule, "max_amount", env)
-                if cap is not None:
-                    caps.append((cap, rule))
+            effect = functions.get(rid)
+            if effect is not None:
+                vals = effect(env, new)  # the computes' values, then the cap's
+                if rule.max_amount is not None:
+                    cap = vals[-1]
+                    if cap is not None:
+                        caps.append((cap, rule))
+                if trace and rule.compute:
+                    computed = dict(zip(rule.compute, vals, strict=False))
             if trace:
                 fired.append(fired_entry(rule, {f: env.get(f) for f in rule.reads}, computed, cap))
             else:
-                fired.append(rule.id)
+                fired.append(rid)
             fired_rules.append(rule)
-        for tid, rows in aggregated.items():
-            table = next(t for t in ruleset.tables if t.id == tid)
-            result = aggregate(table, [row_value(table, r, env, number) for r in rows])
-            out = table.outputs[0]
-            if out.kind == "max_amount":
-                if result is not None:
-                    caps.append((result, table))
-            elif result is not None and out.field not in new:
-                new[out.field] = result  # type: ignore[index]
-            fired.append(aggregate_entry(table, rows, result) if trace else table.id)
+        if aggregated:
+            for tid, rows in aggregated.items():
+                table = next(t for t in ruleset.tables if t.id == tid)
+                result = aggregate(table, [row_value(table, r, env, effects) for r in rows])
+                out = table.outputs[0]
+                if out.kind == "max_amount":
+                    if result is not None:
+                        caps.append((result, table))
+                elif result is not None and out.field not in new:
+                    new[out.field] = result  # type: ignore[index]
+                fired.append(aggregate_entry(table, rows, result) if trace else table.id)
         if new:
             derived.update(new)
-            env.update(new)
-    outcome, reasons = resolve(ruleset, fired_rules)
+            if si < last:  # no stage after the last: nothing reads env
+                env = {**env, **new}
+    outcome, reasons = effects.resolve(fired_rules)
     max_amount, capped_by = tightest_cap(caps)
     return Evaluation(
         outcome=outcome,  # type: ignore[arg-type]

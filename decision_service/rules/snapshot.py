@@ -44,8 +44,10 @@ class RulesetSnapshot:
     def text(self) -> str:
         return self.source
 
-    def evaluate(self, facts: Mapping[str, Any], *, trace: bool = True) -> Evaluation:
-        return self.engine.evaluate(facts, trace=trace)
+    def evaluate(
+        self, facts: Mapping[str, Any], *, trace: bool = True, normalised: bool = False
+    ) -> Evaluation:
+        return self.engine.evaluate(facts, trace=trace, normalised=normalised)
 
     def ref(self) -> RulesetRef:
         return RulesetRef(self.name, self.version, self.sha256, self.engine_name)

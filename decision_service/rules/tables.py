@@ -173,13 +173,21 @@ def _unaffected(idx: TableIndex, stage: int, hits: list[Rule]) -> bool:
     if stage in idx.aggregates:
         return False
     rows = idx.rows
-    seen: set[str] = set()
+    first: str | None = None  # the first table matched; a set only once a second one is
+    seen: set[str] | None = None
     for r in hits:
         tp = rows.get(r.id)
-        if tp is not None:
-            if tp[0].id in seen:
-                return False
-            seen.add(tp[0].id)
+        if tp is None:
+            continue
+        tid = tp[0].id
+        if first is None:
+            first = tid
+            continue
+        if seen is None:
+            seen = {first}
+        if tid in seen:
+            return False
+        seen.add(tid)
     return True
 
 

@@ -64,7 +64,7 @@ def engines():
 def _matched(engine, rs: Ruleset, stage: int, facts: dict) -> set[str]:
     """What an engine's matcher fires for the stage, on facts as that stage sees them."""
     env = {**rs.schema.normalise(facts), **{k: v for k, v in facts.items() if k in rs.derived}}
-    return {r.id for r in engine._match(rs.stages.index(stage), env)}
+    return {r.id for r in engine._matchers[rs.stages.index(stage)](env)}
 
 
 def _grid_points(rs: Ruleset, rule) -> list[dict]:
