@@ -56,27 +56,22 @@ class _Gen:
             return f"(None if {' or '.join(guards)} else {call})" if guards else call
         raise TypeError(repr(n))
 
-    def _operand(self, n: ex.Node) -> tuple[str, str]:
-        """(guard true when the operand is unknown, '' when it cannot be; its expression) for
-        an operand of arithmetic or a call: a literal or a field is read as it is, anything
-        else once, into a temporary."""
+    def _operand(self, n: ex.Node, *, known: bool = False) -> tuple[str, str]:
+        """(guard, expression) for an operand: a literal or a field is read as it is, anything
+        else once, into a temporary. The guard is true when the operand is unknown (`known`:
+        when it is known), '' when it cannot be unknown (a literal)."""
+        test = "is not None" if known else "is None"
         if isinstance(n, ex.Lit):
             return "", repr(n.value)
         if isinstance(n, ex.Field):
             v = self.var(n.name)
-            return f"{v} is None", v
+            return f"{v} {test}", v
         t = self.tmp()
-        return f"({t} := {self.value(n)}) is None", t
+        return f"({t} := {self.value(n)}) {test}", t
 
     def _known(self, n: ex.Node) -> tuple[str, str]:
-        """(guard, expression) for an operand: guard is '' when it cannot be missing."""
-        if isinstance(n, ex.Lit):
-            return "", repr(n.value)
-        if isinstance(n, ex.Field):
-            v = self.var(n.name)
-            return f"{v} is not None", v
-        t = self.tmp()
-        return f"({t} := {self.value(n)}) is not None", t
+        """(guard true when the operand is known, expression): a comparison's operand."""
+        return self._operand(n, known=True)
 
     def _atom(self, n: ex.Node, negate: bool) -> str:
         if isinstance(n, ex.Cmp):

@@ -153,8 +153,6 @@ _NONE: Mapping[str, Any] = {}  # shared, never written: a stage without passive/
 # A stage's matcher returns the rules of the stage whose condition is True on `env`, in firing
 # order (an engine has one per stage, in stage order).
 Matcher = Callable[[Mapping[str, Any]], list[Rule]]
-# A number evaluator gives the value of a compute / max_amount expression (None = unknown).
-NumberEval = Callable[[Rule, str, dict[str, Any]], Any]
 # A rule's effect (generated: compiled.effects_source): adds its fields to a stage's new ones
 # on `env`, returns the values of its `number_exprs`.
 EffectFn = Callable[[Mapping[str, Any], dict[str, Any]], tuple[Any, ...]]
@@ -173,7 +171,7 @@ def number_exprs(rule: Rule) -> list[tuple[str, Expr]]:
 class Effects:
     """What an engine's rules do when they fire: rule id → its `EffectFn` (none for a rule that
     computes, sets and caps nothing); and the outcome resolution of each distinct set of fired
-    rules seen (pure in the set: at most RESOLVED_MAX kept). Called as a `NumberEval`: one
+    rules seen (pure in the set: at most RESOLVED_MAX kept). Called as a `tables.NumberEval`: one
     value of a rule (an aggregated table row)."""
 
     __slots__ = ("_positions", "_resolved", "functions", "ruleset")

@@ -258,6 +258,7 @@ def _select(idx: TableIndex, stage: int, hits: list[Rule]) -> Selection:
     return sel
 
 
+# The value of a rule's compute / max_amount expression (None = unknown): evaluation.Effects.
 NumberEval = Callable[[Rule, str, dict[str, Any]], Any]
 
 
