@@ -29,10 +29,6 @@ class _HasRuleset(Protocol):
 V = TypeVar("V", bound=_HasRuleset)
 
 
-def _ts(at: dt.datetime | None, default: float) -> float:
-    return default if at is None else at.timestamp()
-
-
 def iso(ts: float) -> str | None:
     if not math.isfinite(ts):
         return None
@@ -134,7 +130,7 @@ def build_schedule(
                     "(`role: challenger`)"
                 )
         raise ScheduleError(errors)
-    ordered = sorted(versions, key=lambda v: _ts(v.ruleset.effective_from_at, -math.inf))
+    ordered = sorted(versions, key=lambda v: v.ruleset.window[0])
     for a, b in itertools.pairwise(ordered):
         ra, rb = a.ruleset, b.ruleset
         if ra.effective_from_at == rb.effective_from_at:
@@ -147,17 +143,13 @@ def build_schedule(
     if errors:
         raise ScheduleError(errors)
     segments: list[Segment[V]] = []
-    first = _ts(ordered[0].ruleset.effective_from_at, -math.inf)
+    first = ordered[0].ruleset.window[0]
     if first > -math.inf:
         segments.append(Segment(-math.inf, first, None))
     for i, v in enumerate(ordered):
-        start = _ts(v.ruleset.effective_from_at, -math.inf)
-        nxt = (
-            _ts(ordered[i + 1].ruleset.effective_from_at, math.inf)
-            if i + 1 < len(ordered)
-            else math.inf
-        )
-        to = _ts(v.ruleset.effective_to_at, math.inf)
+        start, to = v.ruleset.window
+        # only the first version can start unbounded (two such would share effective_from)
+        nxt = ordered[i + 1].ruleset.window[0] if i + 1 < len(ordered) else math.inf
         segments.append(Segment(start, min(nxt, to), v))
         if to < nxt:
             segments.append(Segment(to, nxt, None))
