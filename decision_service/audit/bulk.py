@@ -1,9 +1,11 @@
-"""Inserting many rows at once: executemany straight to the driver, and the ruleset texts."""
+"""Inserting rows: many at once (executemany straight to the driver), or skipping a key already
+there; and the ruleset texts."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +37,14 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
     else:
         params = [{n: row[n] if p is None else p(row[n]) for n, p in columns} for row in rows]
     conn.exec_driver_sql(sql, params)
+
+
+def insert_or_skip(conn: sa.Connection, table: sa.Table, key: list[str]) -> Any:
+    """An INSERT that does nothing when a row with the same `key` exists (ON CONFLICT DO
+    NOTHING: SQLite and PostgreSQL). The dialect's own INSERT is imported here, on use: the
+    PostgreSQL dialect would cost a CLI command on SQLite ~30 ms of start-up."""
+    dialect = importlib.import_module(f"sqlalchemy.dialects.{conn.dialect.name}")
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=key)
 
 
 def remember_ruleset(engine: sa.Engine, sha256: str, name: str, version: str, text: str) -> None:

@@ -11,11 +11,11 @@ batch's new ids only once that batch committed: a rolled-back set id is never re
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 
+from decision_service.audit.bulk import insert_or_skip
 from decision_service.audit.encoding import fired_set_key
 from decision_service.audit.tables import fired_set_rule_table, fired_set_table
 
@@ -28,14 +28,9 @@ def resolve(conn: sa.Connection, sets: Iterable[frozenset[str]]) -> dict[frozens
         return {}
     fs = fired_set_table.c
     found = dict(conn.execute(sa.select(fs.sha256, fs.id).where(fs.sha256.in_(keys))).all())
-    # The dialect's own INSERT (for ON CONFLICT), imported here as logs.py does.
-    insert = importlib.import_module(f"sqlalchemy.dialects.{conn.dialect.name}").insert
     for key in sorted(keys.keys() - found.keys()):
         new_id = conn.execute(
-            insert(fired_set_table)
-            .values(sha256=key)
-            .on_conflict_do_nothing(index_elements=["sha256"])
-            .returning(fs.id)
+            insert_or_skip(conn, fired_set_table, ["sha256"]).values(sha256=key).returning(fs.id)
         ).scalar()
         if new_id is None:  # another writer stored it meanwhile (and committed)
             new_id = conn.execute(sa.select(fs.id).where(fs.sha256 == key)).scalar_one()

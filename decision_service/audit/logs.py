@@ -12,7 +12,6 @@ signed checkpoints carry, so a checkpoint file is never mistaken for another dat
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ import msgspec
 import sqlalchemy as sa
 import uuid_utils
 
+from decision_service.audit.bulk import insert_or_skip
 from decision_service.audit.chain import GENESIS, LogSpec, canonical_values
 from decision_service.audit.keys import Keyring
 from decision_service.audit.tables import access_log_table, change_log_table, log_head_table
@@ -70,14 +70,10 @@ def _lock_head(conn: sa.Connection, log: str, table: sa.Table) -> tuple[int, str
         sa.select(table.c.seq, table.c.record_hash).order_by(table.c.seq.desc()).limit(1)
     ).first()
     seq, last_hash = (0, GENESIS) if last is None else (last.seq, last.record_hash)
-    # The dialect's own INSERT (for ON CONFLICT), imported here: the PostgreSQL dialect costs a
-    # CLI command on SQLite 30 ms of start-up.
-    dialect = importlib.import_module(f"sqlalchemy.dialects.{conn.dialect.name}")
-    insert = dialect.insert
     conn.execute(
-        insert(log_head_table)
-        .values(log=log, last_seq=seq, last_hash=last_hash, updated_at=datetime.now(UTC))
-        .on_conflict_do_nothing(index_elements=["log"])
+        insert_or_skip(conn, log_head_table, ["log"]).values(
+            log=log, last_seq=seq, last_hash=last_hash, updated_at=datetime.now(UTC)
+        )
     )
     head = conn.execute(
         sa.select(h.last_seq, h.last_hash).where(h.log == log).with_for_update()
