@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -136,3 +137,18 @@ def stored_texts(engine: sa.Engine) -> dict[str, tuple[str, str]]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(table.c.decision_id, table.c.record)).all()
     return {decision_id: unpack(record) for decision_id, record in rows}
+
+
+def fail_head_updates(engine: sa.Engine) -> threading.Event:
+    """From now on, every commit of `engine`'s writer fails late: at the chain-head update,
+    when the batch's decisions (and any new fired sets) are already inserted. Clear the
+    returned event to let commits through again."""
+    failing = threading.Event()
+    failing.set()
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _explode(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if failing.is_set() and statement.startswith("UPDATE chain_head"):
+            raise RuntimeError("disk on fire")
+
+    return failing

@@ -18,7 +18,7 @@ from decision_service.audit import (
     make_engine,
     verify,
 )
-from decision_service.audit.testing import sample_decision, sample_request
+from decision_service.audit.testing import fail_head_updates, sample_decision, sample_request
 from tests.audit.conftest import Database, admin_execute
 
 
@@ -65,14 +65,7 @@ async def test_failure_inside_the_transaction_stores_nothing_of_the_batch(
     store: AuditStore, raw: sa.Engine
 ) -> None:
     await _append_all(store, 10)
-    fail = threading.Event()
-    fail.set()
-
-    @sa.event.listens_for(store.engine, "before_cursor_execute")
-    def _explode(_conn, _cursor, statement: str, *_args) -> None:
-        # the decision rows are already inserted when the head update fails
-        if fail.is_set() and statement.startswith("UPDATE chain_head"):
-            raise RuntimeError("disk on fire")
+    fail = fail_head_updates(store.engine)
 
     decisions = [sample_decision(rules=["DTI-REFER"]) for _ in range(15)]
     results = await asyncio.gather(

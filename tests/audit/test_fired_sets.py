@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import threading
 
 import pytest
 import sqlalchemy as sa
@@ -16,7 +15,7 @@ import sqlalchemy as sa
 from decision_service.audit import AuditStore, AuditUnavailable, Filters, verify
 from decision_service.audit.encoding import fired_set_key
 from decision_service.audit.queries import page
-from decision_service.audit.testing import sample_decision, sample_request
+from decision_service.audit.testing import fail_head_updates, sample_decision, sample_request
 from tests.audit.conftest import Database
 
 
@@ -42,14 +41,7 @@ def _sets(raw: sa.Engine) -> int:
 
 async def test_a_set_whose_commit_failed_is_stored_again(store: AuditStore, raw) -> None:
     await store.append(sample_request(), sample_decision(rules=["DTI-REFER"]))
-    fail = threading.Event()
-    fail.set()
-
-    @sa.event.listens_for(store.engine, "before_cursor_execute")
-    def _explode(_conn, _cursor, statement: str, *_args) -> None:
-        # the new set and the decisions are inserted when the head update fails
-        if fail.is_set() and statement.startswith("UPDATE chain_head"):
-            raise RuntimeError("disk on fire")
+    fail = fail_head_updates(store.engine)
 
     new = sample_decision(rules=["KO-AGE", "PD-APPETITE"])
     with pytest.raises(AuditUnavailable):
