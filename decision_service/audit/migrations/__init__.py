@@ -49,10 +49,15 @@ class SchemaStatus:
         }[self.state]
 
 
+def _version_files() -> list[Path]:
+    """The migration files, oldest first: each is named after its revision number (``0001``,
+    ``0002``…; ``revision`` writes them so)."""
+    return sorted(VERSIONS.glob("[0-9][0-9][0-9][0-9]_*.py"))
+
+
 def head() -> str:
-    """The newest revision: revisions are numbered ``0001``, ``0002``… and each file is named
-    after its number (``revision`` writes them so; a test checks this equals Alembic's head)."""
-    return max(p.name[:4] for p in VERSIONS.glob("[0-9][0-9][0-9][0-9]_*.py"))
+    """The newest revision, from the file names (a test checks this equals Alembic's head)."""
+    return _version_files()[-1].name[:4]
 
 
 def _current_fast(engine: sa.Engine) -> SchemaStatus | None:
@@ -95,7 +100,7 @@ def history() -> list[tuple[str, str | None, str]]:
     """(revision, down_revision, first line of its docstring), oldest first: read from the
     files' literals, as Alembic reads them (a test compares the two), without importing it."""
     out = []
-    for path in sorted(VERSIONS.glob("[0-9][0-9][0-9][0-9]_*.py")):
+    for path in _version_files():
         module = ast.parse(path.read_text(encoding="utf-8"))
         names = {
             t.id: node.value
