@@ -183,15 +183,11 @@ class TableExplainer:
         the feature). A row's cells are then the sum of its features' rows: one gather and one
         sum instead of a gather per (tree, feature) pair. The trees' table offsets are folded
         into the first feature's rows (exactly one of them is in every sum)."""
-        n_trees = len(self._pair_start)
         widths = [f.nan_bucket + 1 for f in self._features]
         starts = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
-        dense = np.zeros((sum(widths), n_trees), np.int64)
-        pair_ends = np.append(self._pair_start[1:], len(self._pair_feature))
-        for t, (lo, hi) in enumerate(zip(self._pair_start, pair_ends, strict=True)):
-            for p in range(lo, hi):
-                f, at = int(self._pair_feature[p]), int(self._pair_map_offset[p])
-                dense[starts[f] : starts[f] + widths[f], t] = self._flat_map[at : at + widths[f]]
+        dense = np.zeros((sum(widths), len(self._pair_start)), np.int64)
+        for f, (trees, share) in enumerate(zip(*self._feature_shares(), strict=True)):
+            dense[starts[f] : starts[f] + widths[f]][:, trees] = share.T
         dense[: widths[0]] += self._tree_offset
         self._row_starts = starts.tolist()
         self._row_index = dense
@@ -205,20 +201,25 @@ class TableExplainer:
         cells = self._row_index.take(index, axis=0).sum(axis=0)
         return self._table.take(cells, axis=0).sum(axis=0).tolist()
 
-    def _prepare_many(self, n_features: int) -> None:
+    def _feature_shares(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Per feature: the trees that split on it, and for each of its global buckets the
         (tree, feature) pair's share of the tree's cell index, as a (trees, buckets) table."""
         pairs = self._pair_feature
         tree_of_pair = np.repeat(
             np.arange(len(self._pair_start)), np.diff(np.append(self._pair_start, len(pairs)))
         )
-        self._trees_of, self._cell_share = [], []
-        for f in range(n_features):
+        trees_of, shares = [], []
+        for f, feature in enumerate(self._features):
             mine = np.flatnonzero(pairs == f)
-            width = self._features[f].nan_bucket + 1
+            width = feature.nan_bucket + 1
             share = self._flat_map[self._pair_map_offset[mine][:, None] + np.arange(width)]
-            self._trees_of.append(tree_of_pair[mine])
-            self._cell_share.append(np.ascontiguousarray(share, dtype=np.int32))
+            trees_of.append(tree_of_pair[mine])
+            shares.append(np.ascontiguousarray(share, dtype=np.int32))
+        return trees_of, shares
+
+    def _prepare_many(self, n_features: int) -> None:
+        """The many-rows path's tables: the feature shares, and the table's feature columns."""
+        self._trees_of, self._cell_share = self._feature_shares()
         self._columns = np.ascontiguousarray(self._table[:, :n_features].T)
 
     def feature_contributions(
