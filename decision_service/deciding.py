@@ -186,6 +186,8 @@ class Deciding:
             shadow.errors += 1
             log.warning("challengers_skipped", decision_id=decision.decision_id, error=str(exc))
             return []
+        finally:
+            one.facts = None  # kept for the challengers only: not held across the commit
 
     def _challenge_many(self, many: list[Ask], decisions: list[Decision]) -> list[dict[str, Any]]:
         return [

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from decision_service.decision import Decision, ModelRef, Reason, RulesetRef, Trace
+from decision_service.rules.delta import Kept
 from decision_service.rules.evaluation import Engine, Evaluation
 from decision_service.scoring import Explanation, Scorer
 
@@ -86,6 +87,7 @@ class RuleFacts(msgspec.Struct):
     facts: dict[str, Any] | None = None
     pd: float | None = None
     schema: Any = None  # the FactSchema that normalised `facts`
+    kept: Kept | None = None  # what the champion's evaluation left for them (rules/delta.py)
 
 
 def evaluate_rules(
@@ -94,16 +96,22 @@ def evaluate_rules(
     """The rules on an application's facts (its fields and its pd): the champion's evaluation,
     and each challenger's on the same facts (without the trace: its row keeps rule ids).
     `seen`: the facts are kept there, or taken from there when they were kept for this pd and
-    this engine's schema (a challenger after the champion)."""
+    this engine's schema (a challenger after the champion: without a trace, derived from the
+    champion's evaluation where that is exact, `Engine.evaluate_after`)."""
     schema = engine.ruleset.schema
     if seen is not None and seen.facts is not None and seen.schema is schema and seen.pd == pd:
+        if not trace and seen.kept is not None:
+            got = engine.evaluate_after(seen.kept)
+            if got is not None:
+                return got
         return engine.evaluate(seen.facts, trace=trace, normalised=True)
     facts = msgspec.structs.asdict(app)
     facts["pd"] = pd
     if seen is None:
         return engine.evaluate(facts, trace=trace)
     seen.facts, seen.pd, seen.schema = schema.normaliser(facts), pd, schema
-    return engine.evaluate(seen.facts, trace=trace, normalised=True)
+    seen.kept = Kept()
+    return engine.evaluate(seen.facts, trace=trace, normalised=True, keep=seen.kept)
 
 
 def assemble(

@@ -14,7 +14,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from decision_service.rules import expressions as ex
-from decision_service.rules.evaluation import Effects, Evaluation, number_exprs, run_stages
+from decision_service.rules.delta import Difference, Kept, plan
+from decision_service.rules.evaluation import (
+    Effects,
+    Evaluation,
+    Matcher,
+    number_exprs,
+    run_stages,
+)
 from decision_service.rules.ruleset import Rule, Ruleset
 
 
@@ -208,6 +215,18 @@ def _namespace(ruleset: Ruleset) -> dict[str, Any]:
     }
 
 
+def compile_matcher(ruleset: Ruleset, rules: list[Rule]) -> Matcher:
+    """A matcher for some rules of one stage of `ruleset` (in its firing order): the rules a
+    challenger has of its own (rules/delta.py), by the same generated code as a stage."""
+    position = {id(r): i for i, r in enumerate(ruleset.rules)}
+    gen = _Gen()
+    body = ["hits = []", *_ifs([(position[id(r)], r) for r in rules], gen), "return hits"]
+    namespace = _namespace(ruleset)
+    source = "\n".join(_function("match", body, gen))
+    exec(compile(source, f"<rules {ruleset.name} {ruleset.version}>", "exec"), namespace)
+    return namespace["match"]
+
+
 def compile_value(node: ex.Node, label: str = "value") -> Callable[[Mapping[str, Any]], Any]:
     """One value expression as a Python function of the facts (None = unknown)."""
     gen = _Gen()
@@ -231,12 +250,29 @@ class CompiledEngine:
         self._matchers = [namespace[f"stage_{si}"] for si in range(len(ruleset.stages))]
         self._effects = compile_effects(ruleset, self.source)
         self._normalise = ruleset.schema.normaliser
+        self._difference: tuple[Ruleset | None, Difference | None] = (None, None)
 
     def evaluate(
-        self, facts: Mapping[str, Any], *, trace: bool = True, normalised: bool = False
+        self,
+        facts: Mapping[str, Any],
+        *,
+        trace: bool = True,
+        normalised: bool = False,
+        keep: Kept | None = None,
     ) -> Evaluation:
         env = facts if normalised else self._normalise(facts)
-        return run_stages(self.ruleset, env, self._matchers, self._effects, trace=trace)
+        return run_stages(self.ruleset, env, self._matchers, self._effects, trace=trace, keep=keep)
+
+    def evaluate_after(self, kept: Kept) -> Evaluation | None:
+        """This ruleset (as a challenger, without a trace) on the facts of a champion's
+        evaluation, from it when they differ only in outcome rules (rules/delta.py); None:
+        evaluate in full."""
+        champion, difference = self._difference
+        if champion is not kept.ruleset:  # planned once per champion version
+            champion = kept.ruleset
+            difference = None if champion is None else plan(champion, self.ruleset, compile_matcher)
+            self._difference = (champion, difference)
+        return None if difference is None else difference.evaluate(kept, self._effects)
 
     def close(self) -> None:
         pass

@@ -41,6 +41,7 @@ import durable_rules_engine as dre
 
 from decision_service.rules import expressions as ex
 from decision_service.rules.compiled import compile_effects
+from decision_service.rules.delta import Kept
 from decision_service.rules.durable_translation import (
     MAX_PROPERTIES,
     Synthetic,
@@ -193,13 +194,24 @@ class DurableEngine:
         return [functools.partial(self._match, si) for si in range(len(self._stages))]
 
     def evaluate(
-        self, facts: Mapping[str, Any], *, trace: bool = True, normalised: bool = False
+        self,
+        facts: Mapping[str, Any],
+        *,
+        trace: bool = True,
+        normalised: bool = False,
+        keep: Kept | None = None,
     ) -> Evaluation:
         env = facts if normalised else self._schema.normalise(facts)
         with self._lock:
             if self.closed:
                 raise DurableEngineError("this ruleset version has been unloaded")
-            return run_stages(self.ruleset, env, self._matchers, self._effects, trace=trace)
+            return run_stages(
+                self.ruleset, env, self._matchers, self._effects, trace=trace, keep=keep
+            )
+
+    def evaluate_after(self, kept: Kept) -> Evaluation | None:
+        """Always in full: durable_rules matches every rule (compiled.evaluate_after)."""
+        return None
 
     def close(self) -> None:
         """Delete the durable rulesets (idempotent)."""

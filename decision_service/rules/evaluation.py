@@ -6,7 +6,7 @@ import functools
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -19,6 +19,9 @@ from decision_service.rules.tables import (
     apply_hit_policies,
     row_value,
 )
+
+if TYPE_CHECKING:
+    from decision_service.rules.delta import Kept
 
 _SEVERITY = {"approve": 0, "refer": 1, "decline": 2}
 
@@ -44,10 +47,21 @@ class Engine(Protocol):
     ruleset: Ruleset
 
     def evaluate(
-        self, facts: Mapping[str, Any], *, trace: bool = True, normalised: bool = False
+        self,
+        facts: Mapping[str, Any],
+        *,
+        trace: bool = True,
+        normalised: bool = False,
+        keep: Kept | None = None,
     ) -> Evaluation:
         """`facts` as given (normalised by the ruleset's schema here), or `normalised` already
-        by it (pipeline.evaluate_rules: the champion's facts reused): never written to."""
+        by it (pipeline.evaluate_rules: the champion's facts reused): never written to.
+        `keep`: what its challengers may reuse is kept there (run_stages)."""
+        ...
+
+    def evaluate_after(self, kept: Kept) -> Evaluation | None:
+        """As a challenger: the evaluation without a trace on the champion's facts, derived
+        from the champion's where exact (rules/delta.py); None: evaluate in full."""
         ...
 
     def close(self) -> None: ...
@@ -192,10 +206,22 @@ class Effects:
         key = tuple(map(_ID, fired_rules))
         got = self._resolved.get(key)
         if got is None:
-            got = resolve(self.ruleset, fired_rules)
-            if len(self._resolved) < RESOLVED_MAX:
-                self._resolved[key] = got
+            got = self._keep(key, fired_rules)
         return got[0], list(got[1])  # the caller's own list: the kept one is never handed out
+
+    def resolve_ids(self, ids: list[str], rules: Mapping[str, Rule]) -> tuple[str, list[Reason]]:
+        """The same, from the fired rules' ids (`rules`: this ruleset's rules by id)."""
+        key = tuple(ids)
+        got = self._resolved.get(key)
+        if got is None:
+            got = self._keep(key, [rules[rid] for rid in ids])
+        return got[0], list(got[1])
+
+    def _keep(self, key: tuple[str, ...], fired_rules: list[Rule]) -> tuple[str, list[Reason]]:
+        got = resolve(self.ruleset, fired_rules)
+        if len(self._resolved) < RESOLVED_MAX:
+            self._resolved[key] = got
+        return got
 
 
 def run_stages(
@@ -205,6 +231,7 @@ def run_stages(
     effects: Effects,
     *,
     trace: bool = True,
+    keep: Kept | None = None,
 ) -> Evaluation:
     """Evaluate stage by stage: later stages see the fields derived by earlier ones.
 
@@ -217,6 +244,9 @@ def run_stages(
 
     `trace=False` (a challenger: its row keeps rule ids) builds no trace entries, only their
     ids (`Evaluation.fired_ids`): everything else is the same evaluation.
+
+    `keep` (a champion with challengers): the facts each stage saw and whether a hit-policy
+    step changed what fired are kept there, with the result (rules/delta.py).
     """
     env = facts
     derived: dict[str, Any] = {}
@@ -227,6 +257,8 @@ def run_stages(
     functions = effects.functions
     last = len(matchers) - 1
     for si, (stage, match) in enumerate(zip(ruleset.stages, matchers, strict=True)):
+        if keep is not None:
+            keep.envs.append(env)
         hits = match(env)
         new: dict[str, Any] = {}
         passive: Mapping[str, str] = _NONE
@@ -235,6 +267,8 @@ def run_stages(
             sel = apply_hit_policies(tables, stage, hits)
             if sel is not None:
                 hits, passive, aggregated = sel.hits, sel.passive, sel.aggregated
+                if keep is not None:
+                    keep.plain = False
         for rule in hits:
             rid = rule.id
             if rid in passive:
@@ -283,7 +317,7 @@ def run_stages(
                 env = {**env, **new}
     outcome, reasons = effects.resolve(fired_rules)
     max_amount, capped_by = tightest_cap(caps)
-    return Evaluation(
+    result = Evaluation(
         outcome=outcome,  # type: ignore[arg-type]
         max_amount=max_amount,
         derived=derived,
@@ -292,6 +326,9 @@ def run_stages(
         capped_by=capped_by,
         fired_ids=None if trace else fired,
     )
+    if keep is not None:
+        keep.result, keep.ruleset = result, ruleset
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

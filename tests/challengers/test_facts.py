@@ -50,9 +50,16 @@ def test_the_champions_facts_are_reused_and_never_written(tmp_path):
             rows = svc.deciding._challenge(one, decision)
             assert seen.facts == kept  # never written to (run_stages)
             assert rows == [challenge(snap, one.app, decision, None)]  # = from scratch
-            # what the challenger evaluated are the kept facts themselves: change them, and
-            # the row changes (a decline for adverse records at a high pd)
-            seen.facts = {**kept, "records": True, "pd": 0.9}
+            assert one.facts is None  # released once the challengers ran
+            # this challenger differs only in outcome rules: it was evaluated from the
+            # champion's evaluation (rules/delta.py), exactly as in full
+            assert seen.kept is not None and seen.kept.envs[0] is seen.facts
+            after = snap.engine.evaluate_after(seen.kept)
+            assert after == snap.engine.evaluate(seen.facts, trace=False, normalised=True)
+            # without it, what the challenger evaluates are the kept facts themselves: change
+            # them, and the row changes (a decline for adverse records at a high pd)
+            seen.facts, seen.kept = {**kept, "records": True, "pd": 0.9}, None
+            one.facts = seen
             again = svc.deciding._challenge(one, decision)
             assert again[0]["outcome"] == "decline" and "KO-RECORDS-PD" in again[0]["fired_json"]
     finally:
