@@ -26,7 +26,7 @@ from benchmarks.harness.common import (
     log,
     placement,
 )
-from benchmarks.harness.servers import Server
+from benchmarks.harness.servers import Server, audit_counters
 from benchmarks.harness.stores import Store, Stores, pids_cpu
 from benchmarks.harness.wrk import Wrk, WrkResult, read_ids
 
@@ -68,6 +68,8 @@ class Measure:
     requests: int
     non_2xx: int
     socket_errors: int
+    batch: float | None = None  # decisions per audit commit in the window (/metrics)
+    commit_ms: float | None = None  # mean time to write and commit one audit batch
 
     @property
     def full_cpu_us(self) -> float:
@@ -157,11 +159,20 @@ class Harness:
     ) -> tuple[Measure, WrkResult]:
         db_pids = store.backend_pids() if store is not None and store.pg_name else []
         db_before = pids_cpu(db_pids)
+        audit0 = audit_counters(server.port) if store is not None else None
         before, (main0, other0) = server.cpu_seconds(), server.thread_cpu_seconds()
         w = self.wrk.run(server.port, self.cfg.duration, connections, collect_ids=ids, **wrk)
         after, (main1, other1) = server.cpu_seconds(), server.thread_cpu_seconds()
         db_after = pids_cpu(db_pids)
+        audit1 = audit_counters(server.port) if audit0 is not None else None
         n = max(w.requests, 1)
+        batch = commit_ms = None
+        if audit0 is not None and audit1 is not None:  # how the group commit behaved
+            commits = audit1["audit_batch_records_count"] - audit0["audit_batch_records_count"]
+            if commits > 0:
+                records = audit1["audit_batch_records_sum"] - audit0["audit_batch_records_sum"]
+                took = audit1["audit_commit_seconds_sum"] - audit0["audit_commit_seconds_sum"]
+                batch, commit_ms = records / commits, took / commits * 1000
         m = Measure(
             round=self.round,
             connections=connections,
@@ -176,6 +187,8 @@ class Harness:
             requests=w.requests,
             non_2xx=w.non_2xx,
             socket_errors=w.socket_errors,
+            batch=batch,
+            commit_ms=commit_ms,
         )
         return m, w
 

@@ -9,7 +9,7 @@ import statistics
 from datetime import datetime
 from typing import Any
 
-from benchmarks.harness import profile, targets
+from benchmarks.harness import profile, targets, why
 from benchmarks.harness.common import ENGINES, LOW_CONNECTIONS, git
 from benchmarks.harness.core import Harness, PhaseResult
 
@@ -77,6 +77,7 @@ def render(h: Harness, started: datetime, elapsed: float) -> str:
     add(stages_section(h))
     if h.extras.get("profile"):
         add(profile.render(h.extras["profile"], cfg.connections))
+    add(why.section(h))
     add(soak_section(h))
     if h.failures:
         add(["## Failures", "", *(f"- {f.splitlines()[0]}" for f in h.failures), ""])
@@ -110,23 +111,25 @@ def load_tables(h: Harness) -> list[str]:
         "## Load phases (wrk, closed loop)",
         "",
         "| phase | connections | req/s (per round) | p50 ms | p99 ms | server CPU µs/req "
-        "(per round) | event loop / other threads | non-2xx / socket errors "
-        "| 200s / records / lost |",
-        "|---|---:|---:|---:|---:|---:|---|---|---|",
+        "(per round) | event loop / other threads | decisions per audit commit (ms) "
+        "| non-2xx / socket errors | 200s / records / lost |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---|---|",
     ]
     for key in ORDER:
         p = h.results.get(key)
         if p is None:
             continue
         if p.error and not p.runs:
-            out.append(f"| {p.title} | | failed: {p.error} | | | | | | |")
+            out.append(f"| {p.title} | | failed: {p.error} | | | | | | | |")
             continue
         for c in (h.cfg.connections, LOW_CONNECTIONS):
             out.append(_load_row(p, c))
     out += [
         "",
         "Server CPU is the whole process tree's user + system time from /proc over the measured "
-        "window, per request (PostgreSQL backends' CPU shown apart). 200s / records / lost: ids "
+        "window, per request (PostgreSQL backends' CPU shown apart). Decisions per audit "
+        "commit and the mean time of a commit: from the server's /metrics over the same window "
+        "(audit_batch_records, audit_commit_seconds). 200s / records / lost: ids "
         "answered 200 in all runs of the phase / rows in `decision` after the server stopped / "
         "answered but not stored.",
         "",
@@ -137,7 +140,7 @@ def load_tables(h: Harness) -> list[str]:
 def _load_row(p: PhaseResult, c: int) -> str:
     runs = p.at(c)
     if not runs:
-        return f"| {p.title} | {c} | — | | | | | | |"
+        return f"| {p.title} | {c} | — | | | | | | | |"
 
     def each(attr: str) -> str:
         med = fmt(p.median(attr, c))
@@ -150,11 +153,13 @@ def _load_row(p: PhaseResult, c: int) -> str:
     if not math.isnan(db):
         cpu += f" (+{fmt(db)} PostgreSQL)"
     split = f"{fmt(p.median('loop_cpu_us', c))} / {fmt(p.median('other_cpu_us', c))}"
+    batch = p.median("batch", c)
+    commits = "—" if math.isnan(batch) else f"{batch:.1f} ({p.median('commit_ms', c):.2f})"
     errors = f"{sum(m.non_2xx for m in runs)} / {sum(m.socket_errors for m in runs)}"
     store = f"{p.ok_responses:,} / {p.records:,} / **{p.lost}**" if p.records is not None else "—"
     return (
         f"| {p.title} | {c} | {each('rps')} | {fmt(p.median('p50_ms', c), 2)} "
-        f"| {fmt(p.median('p99_ms', c), 2)} | {cpu} | {split} | {errors} | {store} |"
+        f"| {fmt(p.median('p99_ms', c), 2)} | {cpu} | {split} | {commits} | {errors} | {store} |"
     )
 
 

@@ -40,6 +40,31 @@ def http_get(port: int, path: str, timeout: float = 2.0) -> int:
         conn.close()
 
 
+def audit_counters(port: int) -> dict[str, float] | None:
+    """The audit store's commit counters from a decide server's /metrics (None: not one):
+    records and commits so far, and the seconds its commits took."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    conn = http.client.HTTPConnection(HOST, port, timeout=5.0)
+    try:
+        conn.request("GET", "/metrics", headers=auth_headers(port))
+        resp = conn.getresponse()
+        body = resp.read().decode()
+    except OSError:
+        return None
+    finally:
+        conn.close()
+    if resp.status != 200:
+        return None
+    got: dict[str, float] = {}
+    for family in text_string_to_metric_families(body):
+        if family.name in ("audit_batch_records", "audit_commit_seconds"):
+            for sample in family.samples:
+                if sample.name.endswith(("_sum", "_count")):
+                    got[sample.name] = got.get(sample.name, 0.0) + sample.value
+    return got if "audit_batch_records_count" in got else None
+
+
 class Server:
     """One server process (and its children), pinned, with its log in a file."""
 

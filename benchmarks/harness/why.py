@@ -1,0 +1,174 @@
+"""Why a missed target is missed: each explained from this run's own measurements (the load
+phases, the audit store's /metrics, the in-process stage timings, the reason-code timings),
+so the explanation is as current as the verdict above it."""
+
+from __future__ import annotations
+
+import math
+
+from benchmarks.harness.common import (
+    ENGINES,
+    LOW_CONNECTIONS,
+    TARGET_BARE,
+    TARGET_CPU_LOW_VS_HIGH,
+    TARGET_P99_MS,
+)
+from benchmarks.harness.core import Harness, PhaseResult
+
+
+def _f(x: float | None, digits: int = 0) -> str:
+    return "—" if x is None or math.isnan(x) else f"{x:,.{digits}f}"
+
+
+def _med(p: PhaseResult, attr: str, c: int) -> float:
+    return p.median(attr, c)
+
+
+def section(h: Harness) -> list[str]:
+    out = ["## Why the missed targets are missed", ""]
+    out += _throughput(h) + _low_load(h) + _latency(h) + _reasons(h)
+    return out
+
+
+def _throughput(h: Harness) -> list[str]:
+    """Target 1: the handler's own work per decision against bare Litestar's whole request."""
+    hi, bare = h.cfg.connections, h.results.get("bare")
+    stages = h.extras.get("stages") or {}
+    if bare is None or not bare.runs:
+        return []
+    b = _med(bare, "cpu_us", hi)
+    out = [
+        f"**Target 1 (req/s vs bare Litestar).** One worker on one core is CPU-bound, so the "
+        f"ratio is bare Litestar's CPU per request over ours. Bare Litestar spends {_f(b)} µs "
+        "on a whole request. Even if everything around our handler (HTTP, routing, the gate) "
+        "cost no more than that, the ratio could not exceed bare ÷ (bare + the handler's own "
+        "work), and that work is measured in-process (section below, audit commit included):",
+        "",
+        "| engine, store | handler (Decider.respond) µs | of which the decision µs | ceiling "
+        "bare ÷ (bare + handler) | measured | handler budget for the target µs |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, d in stages.items():
+        if not key.startswith("respond/"):
+            continue
+        engine, backend = key.split("/")[1:3]
+        p = h.results.get(f"decide/{engine}/{backend}")
+        decide = (stages.get(f"pipeline/{engine}") or {}).get("total")
+        measured = _med(p, "rps", hi) / _med(bare, "rps", hi) if p and p.runs else math.nan
+        target = TARGET_BARE[engine]
+        out.append(
+            f"| {engine}, {backend} | {_f(d['cpu_us'])} | {_f(decide)} | "
+            f"{b / (b + d['cpu_us']):.2f} | {_f(measured, 2)} | ≤ {b * (1 / target - 1):,.0f} "
+            f"(target {target:.2f}) |"
+        )
+    out += [
+        "",
+        "The decision alone (score, rules, exact reasons) takes most of the handler budget the "
+        "targets allow; what remains of the handler is the audit record (hash chain, MAC, "
+        "packing, the group commit on the writer thread) and the decision log line, which the "
+        "guarantees keep (commit before answer, tamper evidence, exact replay). The profile at "
+        "the end of this page splits the handler by frame.",
+        "",
+    ]
+    return out
+
+
+def _low_load(h: Harness) -> list[str]:
+    """Targets 2 and 4 at 8 connections: the per-commit cost spread over small batches."""
+    hi, lo = h.cfg.connections, LOW_CONNECTIONS
+    rows = []
+    for engine in ENGINES:
+        for backend in ("SQLite", "PostgreSQL"):
+            p = h.results.get(f"decide/{engine}/{backend}")
+            if p is None or not p.at(hi) or not p.at(lo):
+                continue
+            b_hi, b_lo = _med(p, "batch", hi), _med(p, "batch", lo)
+            o_hi, o_lo = _med(p, "other_cpu_us", hi), _med(p, "other_cpu_us", lo)
+            l_hi, l_lo = _med(p, "loop_cpu_us", hi), _med(p, "loop_cpu_us", lo)
+            c_hi, c_lo = _med(p, "full_cpu_us", hi), _med(p, "full_cpu_us", lo)
+            per_commit = math.nan
+            if b_hi > 0 and b_lo > 0 and b_lo < b_hi:  # writer CPU = a + K / batch
+                per_commit = (o_lo - o_hi) / (1 / b_lo - 1 / b_hi)
+            # the best case at `lo` connections: every commit carries all `lo` decisions
+            floor = (c_hi + per_commit * (1 / lo - 1 / b_hi)) / c_hi
+            rows.append(
+                f"| {engine}, {backend} | {_f(b_hi, 1)} / {_f(b_lo, 1)} | "
+                f"{_f(_med(p, 'commit_ms', hi), 2)} / {_f(_med(p, 'commit_ms', lo), 2)} | "
+                f"{_f(o_hi)} → {_f(o_lo)} | {_f(l_hi)} → {_f(l_lo)} | {_f(per_commit)} | "
+                f"{_f(c_lo / c_hi, 2)} | {_f(floor, 2)} |"
+            )
+    if not rows:
+        return []
+    return [
+        f"**Targets 2 and 4 at {lo} connections (CPU per decision at {lo} ÷ at {hi} ≤ "
+        f"{TARGET_CPU_LOW_VS_HIGH}).** Every decision is committed before its answer, so at "
+        f"{lo} connections a commit can never carry more than {lo} decisions, while at {hi} "
+        "it carries dozens. A commit has a fixed cost (a transaction, its fsync, the chain "
+        "head, the hand-over to the event loop and back), shared by fewer decisions as the "
+        "load falls. From the audit store's /metrics over each measured window:",
+        "",
+        f"| engine, store | decisions per commit ({hi} / {lo}) | ms per commit ({hi} / {lo}) "
+        f"| writer & other threads µs/decision ({hi} → {lo}) | event loop µs/decision "
+        f"({hi} → {lo}) | fixed writer CPU per commit µs (fit) | measured ratio | best case "
+        f"with {lo} per commit |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        "The fit takes the writer's CPU per decision as a + K ÷ (decisions per commit) through "
+        f'the two loads. "Best case" keeps everything else at its {hi}-connection cost and '
+        f"puts all {lo} in-flight decisions in every commit: where it is above "
+        f"{TARGET_CPU_LOW_VS_HIGH}, the target needs a cheaper commit (fewer statements per "
+        "transaction, less Python per commit), not better batching. The event loop's extra "
+        "CPU per decision at low load is the same effect on its side (fewer requests per "
+        "wake-up, one hand-over per commit).",
+        "",
+    ]
+
+
+def _latency(h: Harness) -> list[str]:
+    """Target 3: open-loop p99 against the commit cadence."""
+    lat = h.extras.get("latency") or {}
+    if not lat:
+        return []
+    out = [
+        f"**Target 3 (p99 ≤ {TARGET_P99_MS:g} ms at 70% of peak, open loop).** At 70% of the "
+        "peak one core is busy 70% of the time; a request waits for the requests ahead of it "
+        "on the event loop and then for its batch's commit, itself queued behind the commit "
+        "in progress. The tail is that queue:",
+        "",
+    ]
+    for key, d in lat.items():
+        p = h.results.get(key)
+        commit = _med(p, "commit_ms", h.cfg.connections) if p else math.nan
+        out.append(
+            f"- {key.removeprefix('decide/')}: p50 {_f(d['p50_ms'], 2)} ms, "
+            f"p90 {_f(d.get('p90_ms'), 2)} ms, p99 "
+            f"{_f(d['p99_ms'], 2)} ms at {_f(d['achieved'])} req/s; a commit takes "
+            f"{_f(commit, 2)} ms on average at {h.cfg.connections} connections (closed loop)."
+        )
+    return [
+        *out,
+        "",
+        "Meeting it would need the decision's CPU itself to fall well below the peak's "
+        "(target 1), so that 70% of peak leaves the queue short; no setting of the group "
+        "commit shortens a queue of CPU-bound work on one core.",
+        "",
+    ]
+
+
+def _reasons(h: Harness) -> list[str]:
+    """Target 5: a reason-code computation against one score."""
+    r = h.extras.get("reasons")
+    if not r:
+        return []
+    us = r["us"]
+    return [
+        f"**Target 5 (exact reasons ≤ one score).** Reasons take {_f(us['reasons'], 1)} µs "
+        f"against a score's {_f(us['score'], 1)} µs (LightGBM's pred_contrib through its C fast "
+        f"path: {_f(us['reasons_lightgbm_c'], 1)} µs). The tabulated SHAP finds a row's cells "
+        "with one gather over a (feature bucket × tree) index and sums them in order; what is "
+        "left is NumPy's per-call cost (a gather of one row per tree and the ordered sum, and "
+        "the bucket search: benchmarks/scoring_bench.py). Below one score needs native code, "
+        "which this project does not add.",
+        "",
+    ]
