@@ -15,9 +15,11 @@
 | coldstart | target 7: CLI and `serve` start-up CPU |
 | soak | target 8 (opt-in `--soak N`): RSS over N decisions |
 | stages | per-stage CPU through the service's own code (Deciding, Decider.respond) |
+| commits | targets 2 and 4: the audit store's writer CPU per commit, and its COMMIT, by batch |
 | agreement | textbook vs service outputs |
 | profile | py-spy profile of /decide under load |
 | plan, targets, report | order of the run, met/missed, RESULTS.md |
+| why | each missed target explained from the run's own numbers |
 
 No service code is copied here: every measurement runs the service itself (as a server, or its
 own functions in a pinned child).

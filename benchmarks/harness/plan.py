@@ -56,6 +56,7 @@ def run(h: Harness) -> None:
     coldstart.run(h, quick=cfg.quick)
     _child(h, "reasons", ["--rows", "300" if cfg.quick else "0"], "reasons")
     _child(h, "stages", _stages_args(h), "stages")
+    _child(h, "commits", ["--n", "800" if cfg.quick else "4000"], "commits")
     if cfg.profile:
         profile.run(h)
     if cfg.soak:

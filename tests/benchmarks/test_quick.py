@@ -59,6 +59,11 @@ def test_quick_benchmark_runs(tmp_path: Path) -> None:
     assert "p99 ≤ 5 ms at 70% of peak, open loop (durable_rules/SQLite)" in text
     assert re.search(r"per decision on disk.*\| [\d,]+ B over [\d,]+ decisions", text)
     assert "| decide · durable_rules · SQLite | 8 |" in text  # the low-load point
+    # each load run read the audit group commit from /metrics; the misses are explained from
+    # the run's numbers, the store's commit cost among them
+    assert re.search(r"^\| decide · compiled · SQLite \| 8 \|.*\| [\d.]+ \([\d.]+\) \|", text, re.M)
+    assert "## Why the missed targets are missed" in text
+    assert re.search(r"^\| 64 \| [\d.]+ \| [\d,]+ \| [\d,]+ \| [\d,]+ \|$", text, re.M)
     # the textbook baseline must decide exactly like the service on the sample
     agree = re.search(r"(\d+) applications .*? outcome (\d+)/\d+, risk_band (\d+)/\d+", text)
     assert agree and agree[1] == agree[2] == agree[3], agree
