@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.harness import plan, report
-from benchmarks.harness.common import BENCH, DEFAULT_PG, LOW_CONNECTIONS, log
+from benchmarks.harness.common import BENCH, DEFAULT_PG, LOW_CONNECTIONS, compile_bytecode, log
 from benchmarks.harness.core import Harness, Settings
 
 
@@ -88,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="decide-bench-"))
     h = Harness(cfg, tmp)
     log(f"benchmark in {tmp}; {h.place.note}")
+    compile_bytecode()  # as the image does: every server and CLI start reads bytecode
     try:
         plan.run(h)
     except KeyboardInterrupt:
