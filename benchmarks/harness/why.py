@@ -129,7 +129,7 @@ def _low_load(h: Harness) -> list[str]:
         "",
         f"| engine, store | decisions per commit ({hi} / {lo}) | ms per commit ({hi} / {lo}) "
         f"| writer & other threads µs/decision ({hi} → {lo}) | event loop µs/decision "
-        f"({hi} → {lo}) | fixed writer CPU per commit µs (fit) | measured ratio | best case "
+        f"({hi} → {lo}) | fixed writer CPU per commit µs (fit) | ratio of the medians | best case "
         f"with {lo} per commit |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
