@@ -138,7 +138,8 @@ def _low_load(h: Harness) -> list[str]:
         "The fit takes the writer's CPU per decision as a + K ÷ (decisions per commit) through "
         f'the two loads. "Best case" keeps everything else at its {hi}-connection cost and '
         f"puts all {lo} in-flight decisions in every commit. {_verdict(floors, batches, lo)} "
-        "The event loop's CPU per decision rises too, and by more than the writer's (table). "
+        "The event loop's CPU per decision rises too (table), by as much as the writer's in "
+        "some configurations. "
         "This run does not separate that rise; what differs at low load is the number of "
         "commits per second (each a hand-over to the writer thread and back, with the GIL "
         "passed between two threads on the one core the server is pinned to) and fewer "
