@@ -1,5 +1,5 @@
 """Reading the `tests:` of a rule file: each case's facts (normalised by the schema) and its
-expectations, checked against the file's rule ids and derived fields. evaluation.py runs them.
+expectations, checked against the file's rule ids and derived fields. file_test_runs.py runs them.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ import structlog
 from decision_service.decision import RulesetRef
 from decision_service.rules.compiled import CompiledEngine
 from decision_service.rules.durable import DurableEngine
-from decision_service.rules.evaluation import Engine, Evaluation, run_file_tests
+from decision_service.rules.evaluation import Engine, Evaluation
+from decision_service.rules.file_test_runs import run_file_tests
 from decision_service.rules.language import RuleFileError, load_ruleset_from_text
 from decision_service.rules.ruleset import Ruleset
 from decision_service.rules.schema import FactSchema

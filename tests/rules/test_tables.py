@@ -9,7 +9,7 @@ import structlog
 from decision_service.rules import tables as tb
 from decision_service.rules.compiled import CompiledEngine
 from decision_service.rules.durable import DurableEngine
-from decision_service.rules.evaluation import run_file_tests
+from decision_service.rules.file_test_runs import run_file_tests
 from decision_service.rules.language import RuleFileError, load_ruleset_from_text
 
 from ._data import SCHEMA
