@@ -137,6 +137,12 @@ def _function(name: str, body: list[str], gen: _Gen, extra: str = "") -> list[st
     return lines
 
 
+def _matcher(name: str, rules: list[tuple[int, Rule]]) -> list[str]:
+    """`name(facts) -> [rules]`: the rules (position in RULES, rule) whose condition holds."""
+    gen = _Gen()
+    return _function(name, ["hits = []", *_ifs(rules, gen), "return hits"], gen)
+
+
 def generate_source(ruleset: Ruleset) -> str:
     """Python source for a ruleset: `stage_<i>(facts) -> [rules]`, and `effect_<k>` per rule
     that computes, sets or caps (`effects_source`)."""
@@ -146,9 +152,7 @@ def generate_source(ruleset: Ruleset) -> str:
         indexed = [(i, r) for i, r in enumerate(ruleset.rules) if r.stage == stage]
         parts = [indexed[k : k + STAGE_PART] for k in range(0, len(indexed), STAGE_PART)]
         if len(parts) <= 1:
-            gen = _Gen()
-            body = ["hits = []", *_ifs(indexed, gen), "return hits"]
-            out += _function(f"stage_{si}", body, gen)
+            out += _matcher(f"stage_{si}", indexed)
             out.append("")
             continue
         # a big stage: parts of STAGE_PART rules, each compiled on its own (CompiledEngine
@@ -219,10 +223,8 @@ def compile_matcher(ruleset: Ruleset, rules: list[Rule]) -> Matcher:
     """A matcher for some rules of one stage of `ruleset` (in its firing order): the rules a
     challenger has of its own (rules/delta.py), by the same generated code as a stage."""
     position = {id(r): i for i, r in enumerate(ruleset.rules)}
-    gen = _Gen()
-    body = ["hits = []", *_ifs([(position[id(r)], r) for r in rules], gen), "return hits"]
     namespace = _namespace(ruleset)
-    source = "\n".join(_function("match", body, gen))
+    source = "\n".join(_matcher("match", [(position[id(r)], r) for r in rules]))
     exec(compile(source, f"<rules {ruleset.name} {ruleset.version}>", "exec"), namespace)
     return namespace["match"]
 
