@@ -69,7 +69,7 @@ class Difference:
     """A challenger against one champion: its shared rules, and a matcher per stage for the
     rules of its own (`plan` decides whether the difference is exact)."""
 
-    __slots__ = ("champion", "dropped", "matchers", "order", "rules", "shared")
+    __slots__ = ("dropped", "matchers", "order", "rules", "shared")
 
     def __init__(
         self,
@@ -78,7 +78,6 @@ class Difference:
         rules: dict[str, Rule],
         matchers: list[Matcher | None],
     ) -> None:
-        self.champion = champion
         self.shared = shared  # ids of the rules both have, the same
         # the champion's rules the challenger changed or does not have
         self.dropped = frozenset(r.id for r in champion.rules if r.id not in shared)
@@ -87,10 +86,11 @@ class Difference:
         self.matchers = matchers  # per stage: the challenger's own rules there (None: none)
 
     def evaluate(self, kept: Kept, effects: Effects) -> Evaluation | None:
-        """The challenger's evaluation (without a trace) from the champion's; None when it
-        must be evaluated in full."""
+        """The challenger's evaluation (without a trace) from the champion's (`kept` by the
+        champion this was planned against: CompiledEngine.evaluate_after); None when it must
+        be evaluated in full."""
         result = kept.result
-        if result is None or not kept.plain or kept.ruleset is not self.champion:
+        if result is None or not kept.plain:
             return None
         fired = result.ids()
         if not self.dropped.isdisjoint(fired):
