@@ -21,13 +21,17 @@ CLIENTS = (1, 8, 64)
 
 
 def measure(url: str, clients: int, n: int) -> dict[str, float]:
-    from decision_service.audit import AuditStore, Keyring
+    """The closed loop of benchmarks/audit_bench.py (the store's defaults: one commit per
+    queue drain, synchronous=FULL), timed on the writer thread."""
+    from sqlalchemy.engine.default import DefaultDialect
+
+    from benchmarks.audit_bench import run
     from decision_service.audit import writer as writer_module
-    from decision_service.audit.testing import sample_decision, sample_request
 
     batches: list[tuple[float, float, int]] = []  # (writer CPU, of which COMMIT, records)
     in_commit = [0.0]
     write_batch = writer_module.GroupCommitWriter._write_batch
+    do_commit = DefaultDialect.do_commit
 
     def timed_batch(self: Any, batch: Any) -> None:  # the writer thread's CPU, one transaction
         t0, in_commit[0] = time.thread_time(), 0.0
@@ -37,36 +41,20 @@ def measure(url: str, clients: int, n: int) -> dict[str, float]:
             records = sum(len(p.records) for p in batch)
             batches.append((time.thread_time() - t0, in_commit[0], records))
 
-    async def run() -> None:
-        store = AuditStore.open(url, keyring=Keyring.generate())
-        dialect = type(store.engine.dialect)
-        do_commit = dialect.do_commit
-
-        def timed_commit(self: Any, dbapi_connection: Any) -> None:
-            t0 = time.thread_time()
-            try:
-                return do_commit(self, dbapi_connection)
-            finally:
-                in_commit[0] += time.thread_time() - t0
-
-        dialect.do_commit = timed_commit  # type: ignore[method-assign]
-        writer_module.GroupCommitWriter._write_batch = timed_batch  # type: ignore[method-assign]
+    def timed_commit(self: Any, dbapi_connection: Any) -> None:
+        t0 = time.thread_time()
         try:
-            await store.start()
-            request = sample_request()
-            todo = iter([sample_decision(rules=["DTI-REFER"]) for _ in range(n)])
-
-            async def client() -> None:
-                for decision in todo:
-                    await store.append(request, decision)
-
-            await asyncio.gather(*(client() for _ in range(clients)))
-            await store.close()
+            return do_commit(self, dbapi_connection)
         finally:
-            dialect.do_commit = do_commit  # type: ignore[method-assign]
-            writer_module.GroupCommitWriter._write_batch = write_batch  # type: ignore[method-assign]
+            in_commit[0] += time.thread_time() - t0
 
-    asyncio.run(run())
+    DefaultDialect.do_commit = timed_commit  # type: ignore[method-assign]
+    writer_module.GroupCommitWriter._write_batch = timed_batch  # type: ignore[method-assign]
+    try:
+        asyncio.run(run(url, n, clients, max_batch=1000, synchronous="FULL"))
+    finally:
+        DefaultDialect.do_commit = do_commit  # type: ignore[method-assign]
+        writer_module.GroupCommitWriter._write_batch = write_batch  # type: ignore[method-assign]
     kept = batches[len(batches) // 10 :]  # past the start (first connection, first sets)
     cpu = sum(b[0] for b in kept)
     commit = sum(b[1] for b in kept)

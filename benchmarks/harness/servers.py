@@ -30,12 +30,15 @@ def auth_headers(port: int) -> dict[str, str]:
 
 
 def http_get(port: int, path: str, timeout: float = 2.0) -> int:
+    return _get(port, path, timeout, {})[0]
+
+
+def _get(port: int, path: str, timeout: float, headers: dict[str, str]) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers)
         resp = conn.getresponse()
-        resp.read()
-        return resp.status
+        return resp.status, resp.read()
     finally:
         conn.close()
 
@@ -45,19 +48,14 @@ def audit_counters(port: int) -> dict[str, float] | None:
     records and commits so far, and the seconds its commits took."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    conn = http.client.HTTPConnection(HOST, port, timeout=5.0)
     try:
-        conn.request("GET", "/metrics", headers=auth_headers(port))
-        resp = conn.getresponse()
-        body = resp.read().decode()
+        status, body = _get(port, "/metrics", 5.0, auth_headers(port))
     except OSError:
         return None
-    finally:
-        conn.close()
-    if resp.status != 200:
+    if status != 200:
         return None
     got: dict[str, float] = {}
-    for family in text_string_to_metric_families(body):
+    for family in text_string_to_metric_families(body.decode()):
         if family.name in ("audit_batch_records", "audit_commit_seconds"):
             for sample in family.samples:
                 if sample.name.endswith(("_sum", "_count")):

@@ -13,15 +13,11 @@ from benchmarks.harness.common import (
     TARGET_CPU_LOW_VS_HIGH,
     TARGET_P99_MS,
 )
-from benchmarks.harness.core import Harness, PhaseResult
+from benchmarks.harness.core import Harness
 
 
 def _f(x: float | None, digits: int = 0) -> str:
     return "—" if x is None or math.isnan(x) else f"{x:,.{digits}f}"
-
-
-def _med(p: PhaseResult, attr: str, c: int) -> float:
-    return p.median(attr, c)
 
 
 def section(h: Harness) -> list[str]:
@@ -36,7 +32,7 @@ def _throughput(h: Harness) -> list[str]:
     stages = h.extras.get("stages") or {}
     if bare is None or not bare.runs:
         return []
-    b = _med(bare, "cpu_us", hi)
+    b = bare.median("cpu_us", hi)
     out = [
         f"**Target 1 (req/s vs bare Litestar).** One worker on one core is CPU-bound, so the "
         f"ratio is bare Litestar's CPU per request over ours. Bare Litestar spends {_f(b)} µs "
@@ -54,7 +50,7 @@ def _throughput(h: Harness) -> list[str]:
         engine, backend = key.split("/")[1:3]
         p = h.results.get(f"decide/{engine}/{backend}")
         decide = (stages.get(f"pipeline/{engine}") or {}).get("total")
-        measured = _med(p, "rps", hi) / _med(bare, "rps", hi) if p and p.runs else math.nan
+        measured = p.median("rps", hi) / bare.median("rps", hi) if p and p.runs else math.nan
         target = TARGET_BARE[engine]
         out.append(
             f"| {engine}, {backend} | {_f(d['cpu_us'])} | {_f(decide)} | "
@@ -82,10 +78,10 @@ def _low_load(h: Harness) -> list[str]:
             p = h.results.get(f"decide/{engine}/{backend}")
             if p is None or not p.at(hi) or not p.at(lo):
                 continue
-            b_hi, b_lo = _med(p, "batch", hi), _med(p, "batch", lo)
-            o_hi, o_lo = _med(p, "other_cpu_us", hi), _med(p, "other_cpu_us", lo)
-            l_hi, l_lo = _med(p, "loop_cpu_us", hi), _med(p, "loop_cpu_us", lo)
-            c_hi, c_lo = _med(p, "full_cpu_us", hi), _med(p, "full_cpu_us", lo)
+            b_hi, b_lo = p.median("batch", hi), p.median("batch", lo)
+            o_hi, o_lo = p.median("other_cpu_us", hi), p.median("other_cpu_us", lo)
+            l_hi, l_lo = p.median("loop_cpu_us", hi), p.median("loop_cpu_us", lo)
+            c_hi, c_lo = p.median("full_cpu_us", hi), p.median("full_cpu_us", lo)
             per_commit = math.nan
             if b_hi > 0 and b_lo > 0 and b_lo < b_hi:  # writer CPU = a + K / batch
                 per_commit = (o_lo - o_hi) / (1 / b_lo - 1 / b_hi)
@@ -95,7 +91,7 @@ def _low_load(h: Harness) -> list[str]:
             batches.append(b_lo)
             rows.append(
                 f"| {engine}, {backend} | {_f(b_hi, 1)} / {_f(b_lo, 1)} | "
-                f"{_f(_med(p, 'commit_ms', hi), 2)} / {_f(_med(p, 'commit_ms', lo), 2)} | "
+                f"{_f(p.median('commit_ms', hi), 2)} / {_f(p.median('commit_ms', lo), 2)} | "
                 f"{_f(o_hi)} → {_f(o_lo)} | {_f(l_hi)} → {_f(l_lo)} | {_f(per_commit)} | "
                 f"{_f(c_lo / c_hi, 2)} | {_f(floor, 2)} |"
             )
@@ -182,8 +178,8 @@ def _latency(h: Harness) -> list[str]:
     hi = h.cfg.connections
     for key, d in lat.items():
         p = h.results.get(key)
-        commit = _med(p, "commit_ms", hi) if p else math.nan
-        cpu = _med(p, "other_cpu_us", hi) * _med(p, "batch", hi) / 1000 if p else math.nan
+        commit = p.median("commit_ms", hi) if p else math.nan
+        cpu = p.median("other_cpu_us", hi) * p.median("batch", hi) / 1000 if p else math.nan
         out.append(
             f"- {key.removeprefix('decide/')}: p50 {_f(d['p50_ms'], 2)} ms, "
             f"p90 {_f(d.get('p90_ms'), 2)} ms, p99 {_f(d['p99_ms'], 2)} ms at "
