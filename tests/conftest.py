@@ -59,10 +59,7 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Byte-compile the repository's own code once (the environment is compiled at install:
-    pyproject's `compile-bytecode`): the servers and commands the tests start read bytecode
-    even where PYTHONDONTWRITEBYTECODE is set, instead of compiling every module each time."""
-    import compileall
+    """The servers and commands the tests start read bytecode (benchmarks.harness.common)."""
+    from benchmarks.harness.common import compile_bytecode
 
-    for package in ("decision_service", "benchmarks"):
-        compileall.compile_dir(ROOT / package, quiet=1)
+    compile_bytecode()

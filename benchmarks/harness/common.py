@@ -94,11 +94,13 @@ def git(*args: str) -> str:
 
 
 def compile_bytecode() -> None:
-    """Byte-compile the service and its environment once, as the image does
-    (UV_COMPILE_BYTECODE=1): start-up CPU (target 7) is a deployed service's, not that of a
-    checkout where PYTHONDONTWRITEBYTECODE keeps every start compiling every module."""
+    """Byte-compile the environment and the repository's code, as the image does
+    (UV_COMPILE_BYTECODE=1), where they are not yet: a checkout where PYTHONDONTWRITEBYTECODE is
+    set would otherwise compile every module in every process it starts (servers, commands).
+    The harness runs it first (start-up CPU, target 7, is a deployed service's), and so does
+    the test session (tests/conftest.py)."""
     import compileall
     import site
 
-    for where in (*site.getsitepackages(), str(ROOT / "decision_service")):
+    for where in (*site.getsitepackages(), ROOT / "decision_service", ROOT / "benchmarks"):
         compileall.compile_dir(where, quiet=1, workers=0)
