@@ -11,6 +11,7 @@ def open_store(settings: Settings) -> AuditStore:
     return AuditStore.open(
         settings.database_url,
         sqlite_synchronous=settings.sqlite_synchronous,
+        commit_wait_s=settings.audit_commit_wait_ms / 1000,
         idempotency_ttl=settings.idempotency_window,
         keyring=Keyring.load_or_create(settings.audit_key_file),
         checkpoints=CheckpointFile(settings.audit_checkpoint_file),

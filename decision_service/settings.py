@@ -72,6 +72,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     audit_key_file: Path = Path("var/audit.key")
     audit_checkpoint_file: Path = Path("var/checkpoints.jsonl")
     audit_checkpoint_interval_s: float = 60.0
+    # How long a group commit may wait for the requests expected in it (audit/writer.py).
+    audit_commit_wait_ms: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 2.0
     db_auto_upgrade: bool = False  # `serve` migrates a database behind the code's schema itself
     # Incomplete requests and overload (per worker, seconds): a client that sends part of a
     # request and goes silent is disconnected; beyond max_concurrency connections or requests,

@@ -68,6 +68,7 @@ class AuditStore(GroupCommitWriter, AuditTrail):
         code_version: str | None = None,
         chain_id: str | None = None,
         max_batch: int = 1000,
+        commit_wait_s: float = 0.0,
         idempotency_ttl: timedelta = timedelta(hours=24),
         keyring: Keyring | None = None,
         checkpoints: CheckpointFile | None = None,
@@ -78,6 +79,9 @@ class AuditStore(GroupCommitWriter, AuditTrail):
         self.code_version = code_version or default_code_version()
         self.chain_id = chain_id or uuid_utils.uuid7().hex
         self.max_batch = max_batch
+        self.commit_wait_s = commit_wait_s
+        self._committing = self._peak = self._need = 0
+        self._topped = None
         self.stats = WriterStats()
         # Told of each committed batch: (records, seconds to write and commit it); metrics.
         self.on_commit: Callable[[int, float], None] | None = None
@@ -119,6 +123,7 @@ class AuditStore(GroupCommitWriter, AuditTrail):
         sqlite_synchronous: SQLiteSync = "FULL",
         busy_timeout_ms: int = 5000,
         max_batch: int = 1000,
+        commit_wait_s: float = 0.0,
         idempotency_ttl: timedelta = timedelta(hours=24),
         keyring: Keyring | None = None,
         checkpoints: CheckpointFile | None = None,
@@ -127,7 +132,9 @@ class AuditStore(GroupCommitWriter, AuditTrail):
         """Engines for ``database_url`` (tables created if ``create``); no writer yet.
 
         ``keyring``: the audit keys (default: ``var/audit.key``, created if absent);
-        ``checkpoints``: where signed checkpoints go (default: none are written)."""
+        ``checkpoints``: where signed checkpoints go (default: none are written);
+        ``commit_wait_s``: how long a batch may wait for the requests expected in it
+        (writer.py; 0, the default here: it never waits)."""
         writer = make_engine(
             database_url,
             writer=True,
@@ -144,6 +151,7 @@ class AuditStore(GroupCommitWriter, AuditTrail):
             reader,
             code_version=code_version,
             max_batch=max_batch,
+            commit_wait_s=commit_wait_s,
             idempotency_ttl=idempotency_ttl,
             keyring=keyring,
             checkpoints=checkpoints,
@@ -168,7 +176,7 @@ class AuditStore(GroupCommitWriter, AuditTrail):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checkpointer
         if self._task is not None and self._queue is not None:
-            self._queue.put_nowait(_STOP)
+            self._enqueue(_STOP)
             await self._task
             self._task = None
         await self._final_checkpoint()
@@ -205,7 +213,7 @@ class AuditStore(GroupCommitWriter, AuditTrail):
             raise AuditUnavailable("audit store is not running")
         record = record_columns(request, decision, self.code_version)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending([record], claim, future, challengers or None))
+        self._enqueue(_Pending([record], claim, future, challengers or None))
         await future
 
     async def append_many(
@@ -223,7 +231,7 @@ class AuditStore(GroupCommitWriter, AuditTrail):
         if not records:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(records, claim, future, challengers or None))
+        self._enqueue(_Pending(records, claim, future, challengers or None))
         await future
 
     async def find_key(self, key: str) -> idempotency.Stored | None:

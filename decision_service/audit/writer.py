@@ -3,10 +3,19 @@
 One writer per process. ``append`` queues a record and waits for its future; the writer task
 takes everything queued, gives it the next seq numbers and hashes, and commits the whole batch
 in ONE transaction on a dedicated thread, so the event loop keeps accepting requests (and the
-next batch forms) while the commit runs. A batch commits as soon as the writer is free; nothing
-waits on a timer. ``append`` returns only once its record is committed, and raises
+next batch forms) while the commit runs. ``append`` returns only once its record is committed,
+and raises
 ``AuditUnavailable`` if that commit failed: then no record of the batch is stored, the chain
 state goes back to the last committed record, and the next batch tries the database afresh.
+
+When the writer is free it takes what is queued; if fewer requests are queued than were waiting
+for a commit at once during the last one, it waits for that many, at most ``commit_wait_s``
+(``DECISION_AUDIT_COMMIT_WAIT_MS``), like PostgreSQL's ``commit_delay`` with
+``commit_siblings``. Without it, 8 clients settle into two alternating commits of ~4 (each
+request that arrives during a commit waits for the next), and every commit has a fixed cost (a
+transaction, its fsync, the chain head, the hand-over to the event loop and back): measured, the
+CPU per decision at 8 connections fell from 1.7x its cost at 64 to 1.2x. A lone client never
+waits (one was waiting), and a wait ends as soon as the expected requests are queued.
 
 One request may append several decisions (``append_many``, for POST /decide/batch): they are
 one unit of the batch, committed together or not at all, with the request's idempotency key
@@ -78,6 +87,8 @@ class WriterStats:
     failed_batches: int = 0
     failed_records: int = 0
     largest_batch: int = 0
+    waits: int = 0  # batches that waited for more requests (commit_wait_s)
+    waits_expired: int = 0  # ... and committed without all of them when the wait ran out
     challenger_rows_refused: int = 0  # challenger_result rows the database refused (dropped)
 
 
@@ -98,6 +109,11 @@ def _records(batch: list[_Pending]) -> Iterator[tuple[dict[str, Any], list[str]]
 _STOP = object()
 
 
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class GroupCommitWriter:
     """The writer half of ``AuditStore`` (store.py): the writer task, the batch transaction on
     the writer thread, and what happens when a commit fails or its answer is lost."""
@@ -106,6 +122,7 @@ class GroupCommitWriter:
     reader: sa.Engine
     chain_id: str
     max_batch: int
+    commit_wait_s: float  # longest a batch waits for the requests expected in it (0: never)
     keyring: Keyring
     stats: WriterStats
     on_commit: Callable[[int, float], None] | None
@@ -115,6 +132,10 @@ class GroupCommitWriter:
     _healthy: bool
     _proven_at: float
     _queue: asyncio.Queue[Any] | None
+    _committing: int  # requests in the commit under way
+    _peak: int  # most requests waiting for a commit at once, during the last commit
+    _need: int  # while a batch waits: how many more requests it waits for
+    _topped: asyncio.Future[None] | None  # while a batch waits: set when they are queued
     _executor: ThreadPoolExecutor | None
     _conn: sa.Connection | None
     _keys: idempotency.KeyWriter
@@ -138,26 +159,71 @@ class GroupCommitWriter:
             raise
         self._proven_at = time.monotonic()
 
+    def _enqueue(self, item: Any) -> None:
+        """Queue a request's records (or _STOP) for the writer, on the event loop."""
+        assert self._queue is not None
+        self._queue.put_nowait(item)
+        queued = self._queue.qsize()
+        self._peak = max(self._peak, queued + self._committing)
+        topped = self._topped
+        if topped is not None and (queued >= self._need or item is _STOP):
+            _settle(topped)
+
+    def _take(self, item: Any, batch: list[_Pending]) -> bool:
+        """Add ``item`` and what else is queued (up to max_batch) to ``batch``; whether a stop
+        was among them."""
+        assert self._queue is not None
+        stopping = False
+        while True:
+            if item is _STOP:
+                stopping = True
+            else:
+                batch.append(item)
+            if len(batch) >= self.max_batch:
+                return stopping
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return stopping
+
     async def _run(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:
-            item = await self._queue.get()
             batch: list[_Pending] = []
-            while True:
-                if item is _STOP:
-                    stopping = True
-                else:
-                    batch.append(item)
-                if len(batch) >= self.max_batch:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
+            stopping = self._take(await self._queue.get(), batch)
+            if batch and not stopping and len(batch) < min(self._peak, self.max_batch):
+                stopping = await self._gather(loop, batch)
             if batch:
-                await self._commit(loop, batch)
+                self._committing = len(batch)
+                self._peak = len(batch) + self._queue.qsize()
+                try:
+                    await self._commit(loop, batch)
+                finally:
+                    self._committing = 0
+
+    async def _gather(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> bool:
+        """Wait, at most commit_wait_s, until as many requests are queued as were waiting at
+        once during the last commit (the event loop decides them meanwhile), and take them;
+        whether a stop was queued."""
+        assert self._queue is not None
+        if self.commit_wait_s <= 0:
+            return False
+        self._need = min(self._peak, self.max_batch) - len(batch)
+        topped = self._topped = loop.create_future()
+        timer = loop.call_later(self.commit_wait_s, _settle, topped)
+        try:
+            await topped
+        finally:
+            timer.cancel()
+            self._topped = None
+        self.stats.waits += 1
+        if self._queue.qsize() < self._need:
+            self.stats.waits_expired += 1
+        if self._queue.empty():
+            return False
+        return self._take(self._queue.get_nowait(), batch)
 
     async def _commit(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         started = time.perf_counter()
