@@ -33,7 +33,7 @@ def open_loop(h: Harness, server: Server, rate: float, seconds: float, key: str)
         raise PhaseError(f"open-loop generator failed ({out.returncode}): {out.stderr[-1500:]}")
     h.add_ids(key, file=ids_file)
     data = json.loads(line.removeprefix("OPENLOOP_RESULT "))
-    data["cpu_us"] = cpu / max(data["requests"], 1) * 1e6  # warm-up second included: approx.
+    data["cpu_us"] = cpu / max(data.get("sent", data["requests"]), 1) * 1e6
     return data
 
 

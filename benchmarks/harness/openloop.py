@@ -85,8 +85,14 @@ async def run(args: argparse.Namespace) -> dict:
     async def get_conn() -> Conn:
         nonlocal opened
         while True:
-            if idle:
-                return idle.pop()
+            while idle:
+                conn = idle.pop()
+                if not conn.reader.at_eof():
+                    return conn
+                # The server closed it while idle (its keep-alive timeout): not a failed
+                # request, since nothing was sent on it; drop it and take another.
+                opened -= 1
+                conn.writer.close()
             if opened < args.max_connections:
                 opened += 1
                 try:
@@ -145,6 +151,7 @@ async def run(args: argparse.Namespace) -> dict:
         Path(args.ids_out).write_bytes(b"\n".join(ids) + b"\n")
     return {
         "requests": len(latencies),
+        "sent": total,  # warm-up included: the server's CPU over the run is for these
         "duration_us": args.seconds * 1e6,
         "rate": args.rate,
         "connections_opened": opened,
