@@ -43,7 +43,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from decision_service.audit import chain, challenger_records, fencing, idempotency
-from decision_service.audit.bulk import bulk_insert
+from decision_service.audit.bulk import bulk_insert, driver_execute
 from decision_service.audit.fired_sets import FiredSets
 from decision_service.audit.keys import Keyring
 from decision_service.audit.tables import (
@@ -386,7 +386,7 @@ class GroupCommitWriter:
             if first_seq == 0:
                 conn.execute(sa.insert(chain_head_table), [{"chain_id": self.chain_id, **head}])
             else:
-                conn.execute(_MOVE_HEAD, {"head_chain_id": self.chain_id, **head})
+                driver_execute(conn, _MOVE_HEAD, [{"head_chain_id": self.chain_id, **head}])
         # Committed: only now do the chain state and the known sets move forward.
         self._seq, self._prev_hash, self._resync = seq, prev_hash, False
         self._fired_sets.learn(new_sets)
