@@ -207,17 +207,33 @@ def _mlserver(h: Harness) -> list[str]:
         "|---|---:|---:|",
         *rows,
         "",
-        (
-            "Every floor is above the budget: the target would need the handler itself, audit "
-            "commit included, to cost about what bare HTTP costs. MLServer's prediction is one "
-            "LightGBM call behind a heavier HTTP stack; ours adds rules, exact reasons and a "
-            "durable, hash-chained record to a lighter one."
-        )
-        if min(floors) > budget[hi]
-        else "Where the floor is within the budget, what is missed is the cost above the "
-        "floor: the framework and the gate around the handler (the profile below).",
+        _floor_verdict(floors, budget, hi, lo),
         "",
     ]
+
+
+def _floor_verdict(floors: list[float], budget: dict[int, float], hi: int, lo: int) -> str:
+    over = [c for c in (hi, lo) if min(floors) > budget[c]]
+    if not over:
+        return (
+            "Where the floor is within the budget, what is missed is the cost above the floor: "
+            "the framework and the gate around the handler (the profile below), and at "
+            f"{lo} connections the low-load rise of target 2."
+        )
+    at = " and ".join(str(c) for c in over)
+    return (
+        f"At {at} connections every floor is above the budget: the target would need the "
+        "handler itself, audit commit included, to cost about what bare HTTP costs. MLServer's "
+        "prediction is one LightGBM call behind a heavier HTTP stack; ours adds rules, exact "
+        "reasons and a durable, hash-chained record to a lighter one."
+        + (
+            ""
+            if len(over) == 2
+            else f" At {lo if over == [hi] else hi}, the floor is within the budget and what "
+            "misses is the cost above it (the framework and gate, and the low-load rise of "
+            "target 2)."
+        )
+    )
 
 
 def _latency(h: Harness) -> list[str]:
